@@ -1,0 +1,1532 @@
+"""Flask Tour: every topic of the Flask cheat sheet, working live, in one module.
+
+Run it with ``flask run`` (no configuration needed), then open http://127.0.0.1:5000/.
+Each numbered section below is one topic of the cheat sheet; the tour shows each
+section's source beside its live demo, so the code you read is the code that runs.
+"""
+
+import base64
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import sqlite3
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+from flask import (
+    Config,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask.cli import load_dotenv
+from flask.sessions import SecureCookieSessionInterface
+from flask.views import MethodView
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    TooManyRequests,
+)
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.security import check_password_hash, generate_password_hash
+
+
+# ---------------------------------------------------------------------------
+# 1. Flask setup & project structure
+# ---------------------------------------------------------------------------
+# An application factory instead of a global app: tests and embedders can build
+# as many independent apps as they like, each with its own configuration and
+# database. `app = create_app()` at the end of the file keeps `flask run`,
+# `gunicorn app:app` and `python app.py` working exactly as in the cheat sheet.
+
+
+def create_app(config=None, *, instance_path=None):
+    """Build a Flask Tour app; `config` overrides every other setting source."""
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    configure(app, config)
+    register_request_hooks(app)  # first, so every request has its id before other hooks run
+    for register in (
+        register_routing,
+        register_url_parameters,
+        register_templates,
+        register_forms,
+        register_rest_api,
+        register_json,
+        register_configuration_page,
+        register_database,
+        register_auth,
+        register_error_handlers,
+        register_deployment,
+    ):
+        register(app)
+    return app
+
+
+# ---------------------------------------------------------------------------
+# 2. Routing (@app.route)
+# ---------------------------------------------------------------------------
+# `/` is the tour: one card per topic with its live demos. `/topics/<int:n>` shows
+# that topic's section of this very file, found by its numbered banner, so the
+# code on screen can never drift from the code that runs. The `int` converter
+# means `/topics/abc` is a 404 before our view even runs.
+
+
+@dataclass(frozen=True)
+class Topic:
+    number: int
+    title: str
+    summary: str
+    cheat_sheet: str
+    our_version: str
+    demos: tuple  # (label, endpoint, url_for arguments)
+
+
+TOPICS = (
+    Topic(1, "Flask setup & project structure",
+          "An application factory that builds the app, configured and ready.",
+          "`app = Flask(__name__)` at module level, one project folder.",
+          "`create_app()` builds independent apps (tests, embedding); `app = create_app()` "
+          "still serves `flask run` and `gunicorn app:app`.",
+          (("The tour itself", "tour", {}),)),
+    Topic(2, "Routing (@app.route)",
+          "Decorators map URLs to view functions.",
+          "`@app.route('/')` returning a string.",
+          "Typed converters (`<int:n>`) reject bad URLs with a 404 before the view runs.",
+          (("Topic 2's own page", "topic", {"number": 2}),)),
+    Topic(3, "URL parameters & query strings",
+          "Values from the path and from `?q=` reach the view.",
+          "`f\"Hello, {name}\"` and `request.args.get('q')` returned as HTML.",
+          "Values are escaped by the template (an f-string into HTML is an XSS hole); "
+          "`page` is parsed and clamped, and `%`/`_` are searched literally.",
+          (("Greet <img onerror=…>", "user", {"name": "<img src=x onerror=alert(1)>"}),
+           ("Search your notes", "search", {"q": "flask"}))),
+    Topic(4, "Templates (Jinja2)",
+          "HTML lives in templates/, filled in and escaped by Jinja2.",
+          "`render_template('welcome.html', user=user)`.",
+          "Every page extends one `base.html`; macros render form fields and pagination; "
+          "`url_for` builds every link so the app works under a URL prefix.",
+          (("Welcome page", "welcome", {"user": "Ada"}),)),
+    Topic(5, "Handling forms & requests (GET, POST)",
+          "Forms that validate, keep input, and redirect after success.",
+          "`request.form['username']`, which is a bare 400 when the field is missing.",
+          "`request.form.get` plus validation that re-renders with messages, a CSRF token "
+          "on every form, and post/redirect/get.",
+          (("Register", "register", {}), ("Log in", "login", {}), ("Your notes", "notes", {}))),
+    Topic(6, "REST APIs with Flask (MethodView)",
+          "Class-based views: one method per HTTP verb.",
+          "Flask-RESTful's `Resource` with `get()`.",
+          "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
+          "204, 404, 405, 415, 422) and an OpenAPI description.",
+          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {}))),
+    Topic(7, "JSON responses (jsonify)",
+          "Dicts become JSON responses; errors are problem+json.",
+          "`jsonify({...})`.",
+          "Returning a dict is enough; every API error is RFC 9457 problem+json.",
+          (("GET /data", "data", {}),)),
+    Topic(8, "Configurations & environment variables",
+          "Settings layered from defaults, a file, the environment and the factory.",
+          "`app.config['DEBUG'] = True` and `from_envvar('APP_SETTINGS')`.",
+          "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
+          "`/config` shows where each setting came from, secrets masked.",
+          (("Effective settings", "show_config", {}),)),
+    Topic(9, "Database integration (sqlite3)",
+          "One SQLite connection per request, on `g`, closed at teardown.",
+          "`sqlite3.connect('data.db')` at import time, shared by every request.",
+          "A connection per request with WAL, a busy timeout and foreign keys on; "
+          "the schema is created on first use and `flask init-db` resets it.",
+          (("Health check (queries the database)", "healthz", {}),)),
+    Topic(10, "Models (an ORM-style layer)",
+          "Dataclasses with class methods are the only code that writes SQL.",
+          "Flask-SQLAlchemy's `db.Model`.",
+          "A dozen-line model layer on sqlite3, always with `?` parameters, so no "
+          "user input is ever pasted into SQL.",
+          (("Your notes", "notes", {}), ("Search", "search", {"q": "%"}))),
+    Topic(11, "Authentication & JWT",
+          "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
+          "Flask-JWT-Extended's `create_access_token`.",
+          "HS256 JWTs with hmac/hashlib, strict verification (alg, exp, signature in "
+          "constant time), revocation, and throttled logins.",
+          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {}))),
+    Topic(12, "Middleware / request hooks",
+          "Code that runs before and after every request.",
+          "`print()` in `before_request` and `after_request`.",
+          "A request id, timing, security headers and an access log line, through the logger.",
+          (("What the hooks did to this request", "hooks", {}),)),
+    Topic(13, "Error handling & custom error pages",
+          "Every error is a friendly page, or problem+json for the API.",
+          "`@app.errorhandler(404)` rendering `404.html`.",
+          "One handler for every HTTP error, one for crashes (logged, never shown).",
+          (("404 page", "error_demo", {"code": 404}), ("500 page", "error_demo", {"code": 500}),
+           ("429 page", "error_demo", {"code": 429}))),
+    Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
+          "A health check, proxy support and a production server.",
+          "`gunicorn app:app` and a Dockerfile.",
+          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies.",
+          (("GET /healthz", "healthz", {}),)),
+)
+
+BANNER_RULE = "# " + "-" * 75
+
+
+@functools.cache
+def source_sections():
+    """Map each topic number to its section of this file's source, banner included."""
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    starts = [i - 1 for i, line in enumerate(lines)
+              if re.match(r"# \d+\. ", line) and lines[i - 1] == BANNER_RULE]
+    sections = {}
+    for start, end in zip(starts, starts[1:] + [len(lines)]):
+        number = int(re.match(r"# (\d+)\.", lines[start + 1]).group(1))
+        sections[number] = (start + 1, "\n".join(lines[start:end]).rstrip())
+    return sections
+
+
+def register_routing(app):
+    """The tour and one page per topic."""
+
+    @app.route("/")
+    def tour():
+        """The tour: every topic with its demos."""
+        return render_template("tour.html", topics=TOPICS)
+
+    @app.route("/topics/<int:number>")
+    def topic(number):
+        """One topic: its source section beside its demos."""
+        if not 1 <= number <= len(TOPICS):
+            abort(404)
+        first_line, source = source_sections()[number]
+        return render_template(
+            "topic.html",
+            topic=TOPICS[number - 1],
+            source=source,
+            first_line=first_line,
+            previous=TOPICS[number - 2] if number > 1 else None,
+            next=TOPICS[number] if number < len(TOPICS) else None,
+        )
+
+
+# ---------------------------------------------------------------------------
+# 3. URL parameters & query strings
+# ---------------------------------------------------------------------------
+# `<name>` arrives as a view argument, `?q=` through `request.args`. The cheat
+# sheet's f-string greeting would run any `<script>` in the name; rendering it
+# in a template escapes it. `page` is parsed by `parse_page` and clamped to the
+# available pages, so `?page=abc` or `?page=999` shows a real page, never an error.
+# Uses `login_required` (section 11) and `Note.search` (section 10).
+
+SEARCH_PAGE_SIZE = 10
+
+
+def parse_page(value):
+    """Turn a `page` query value into a page number of at least 1."""
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
+def register_url_parameters(app):
+    """The greeting and the note search."""
+
+    @app.route("/user/<name>")
+    def user(name):
+        """Greet `name`; the template escapes it."""
+        return render_template("user.html", name=name)
+
+    @app.route("/search")
+    @login_required
+    def search():
+        """Search the current user's notes, ten a page."""
+        query = request.args.get("q", "").strip()
+        results = None
+        if query:
+            results = Note.search(g.user.id, query, parse_page(request.args.get("page")),
+                                  SEARCH_PAGE_SIZE)
+        return render_template("search.html", query=query, results=results)
+
+
+# ---------------------------------------------------------------------------
+# 4. Templates (Jinja2)
+# ---------------------------------------------------------------------------
+# Templates live in templates/: `base.html` is the layout every page extends,
+# `_macros.html` holds the form-field and pagination macros. Jinja2 escapes
+# every `{{ value }}` in .html templates, and `url_for` builds every link, so
+# pages keep working when the app is mounted under a prefix.
+
+
+def register_templates(app):
+    """The cheat sheet's welcome page."""
+
+    @app.route("/welcome/<user>")
+    def welcome(user):
+        """Render templates/welcome.html with the user's name."""
+        return render_template("welcome.html", user=user)
+
+
+# ---------------------------------------------------------------------------
+# 5. Handling forms & requests (GET, POST)
+# ---------------------------------------------------------------------------
+# Forms read fields with `request.form.get` (a missing field is a validation
+# message, not the bare 400 of `request.form['x']`), re-render with the input
+# kept and a message per field, and redirect after success so a reload never
+# posts twice. Every unsafe request to a page must carry the session's CSRF
+# token, from the form field or the `X-CSRFToken` header.
+# Uses `validate` and the field rules (section 7), the models (section 10) and
+# `login_required`, `log_in`, `safe_next_path`, `LoginThrottle` (section 11).
+
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+NOTES_PAGE_SIZE = 10
+
+
+def csrf_token():
+    """The session's CSRF token, created on first use."""
+    if "csrf_token" not in session:
+        session["csrf_token"] = secrets.token_urlsafe(32)
+    return session["csrf_token"]
+
+
+def check_csrf():
+    """Reject unsafe page requests whose CSRF token is not this session's."""
+    if request.method not in UNSAFE_METHODS or is_api_request():
+        return
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRFToken", "")
+    expected = session.get("csrf_token")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, "The form's CSRF token is missing or out of date. Reload the page and try again.")
+
+
+def form_values(field_names):
+    """The submitted values of the named fields, missing ones as empty strings."""
+    return {name: request.form.get(name, "") for name in field_names}
+
+
+def register_forms(app):
+    """Register, log in and out, and the note forms."""
+    app.before_request(check_csrf)
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.route("/register", methods=["GET", "POST"])
+    def register():
+        """Create an account, then log in."""
+        values, errors = {}, {}
+        if request.method == "POST":
+            values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
+            if not errors:
+                try:
+                    user = User.create(values["username"], values["password"])
+                except UsernameTaken:
+                    errors["username"] = "That username is already taken."
+                else:
+                    log_in(user)
+                    flash(f"Welcome, {user.username}! Your account is ready.")
+                    return redirect(url_for("notes"))
+        return render_template("auth.html", mode="register", values=values, errors=errors)
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login():
+        """Log in with a username and password."""
+        values, error = {}, None
+        if request.method == "POST":
+            values = form_values(("username", "password"))
+            user = authenticate(values["username"], values["password"])
+            if user:
+                log_in(user)
+                flash(f"Logged in as {user.username}.")
+                return redirect(safe_next_path(request.args.get("next")))
+            error = "Unknown username or wrong password."
+        return render_template("auth.html", mode="login", values=values, error=error)
+
+    @app.post("/logout")
+    def logout():
+        """Forget the session."""
+        session.clear()
+        flash("You are logged out.")
+        return redirect(url_for("tour"))
+
+    @app.route("/notes", methods=["GET", "POST"])
+    @login_required
+    def notes():
+        """List the user's notes and create new ones."""
+        values, errors = {}, {}
+        if request.method == "POST":
+            values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
+            if not errors:
+                Note.create(g.user.id, values["title"], values["body"])
+                flash("Note created.")
+                return redirect(url_for("notes"))
+        page = Note.page_for_user(g.user.id, parse_page(request.args.get("page")), NOTES_PAGE_SIZE)
+        return render_template("notes.html", page=page, values=values, errors=errors)
+
+    @app.route("/notes/<int:note_id>/edit", methods=["GET", "POST"])
+    @login_required
+    def edit_note(note_id):
+        """Edit one of the user's notes."""
+        note = Note.get_for_user(note_id, g.user.id) or abort(404)
+        values, errors = {"title": note.title, "body": note.body}, {}
+        if request.method == "POST":
+            values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
+            if not errors:
+                note.update(**values)
+                flash("Note saved.")
+                return redirect(url_for("notes"))
+        return render_template("note_edit.html", note=note, values=values, errors=errors)
+
+    @app.post("/notes/<int:note_id>/delete")
+    @login_required
+    def delete_note(note_id):
+        """Delete one of the user's notes."""
+        note = Note.get_for_user(note_id, g.user.id) or abort(404)
+        note.delete()
+        flash("Note deleted.")
+        return redirect(url_for("notes"))
+
+
+# ---------------------------------------------------------------------------
+# 6. REST APIs with Flask (MethodView)
+# ---------------------------------------------------------------------------
+# Flask's own `MethodView` replaces Flask-RESTful: one method per HTTP verb, and
+# Flask answers other verbs with 405 and an `Allow` header. Everything under
+# /api answers in JSON and never reads the session cookie: a Bearer token is the
+# only way in, so the API needs no CSRF token.
+# Uses `problem`, `json_body`, `validate` (section 7), `Note` (section 10) and
+# `token_required` (section 11).
+
+API_MAX_PAGE_SIZE = 100
+
+
+class HelloAPI(MethodView):
+    """The cheat sheet's Hello resource."""
+
+    def get(self):
+        return {"message": "Hello, World"}
+
+
+class NoteListAPI(MethodView):
+    """The caller's notes: list (paginated, searchable) and create."""
+
+    def get(self):
+        page_size = min(API_MAX_PAGE_SIZE, parse_page(request.args.get("per_page", 20)))
+        number = parse_page(request.args.get("page"))
+        query = request.args.get("q", "").strip()
+        page = (Note.search(g.api_user.id, query, number, page_size) if query
+                else Note.page_for_user(g.api_user.id, number, page_size))
+        return {"items": [note.to_json() for note in page.items], "page": page.number,
+                "per_page": page.size, "total": page.total, "pages": page.pages}
+
+    def post(self):
+        values, errors = validate(json_body(), NOTE_FIELDS)
+        if errors:
+            return invalid_fields(errors)
+        note = Note.create(g.api_user.id, values["title"], values.get("body", ""))
+        return note.to_json(), 201, {"Location": url_for("note_api", note_id=note.id)}
+
+
+class NoteAPI(MethodView):
+    """One of the caller's notes; anyone else's is a 404, never a 403."""
+
+    def get(self, note_id):
+        return self.own_note(note_id).to_json()
+
+    def put(self, note_id):
+        return self.change(note_id, partial=False)
+
+    def patch(self, note_id):
+        return self.change(note_id, partial=True)
+
+    def delete(self, note_id):
+        self.own_note(note_id).delete()
+        return "", 204
+
+    def change(self, note_id, partial):
+        note = self.own_note(note_id)
+        values, errors = validate(json_body(), NOTE_FIELDS, partial=partial)
+        if errors:
+            return invalid_fields(errors)
+        if not partial:
+            values = {"body": "", **values}  # PUT replaces: an omitted body becomes empty
+        note.update(**values)
+        return note.to_json()
+
+    @staticmethod
+    def own_note(note_id):
+        return Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
+
+
+def openapi_document():
+    """An OpenAPI 3.1 description of every /api route."""
+    note = {"type": "object", "properties": {
+        "id": {"type": "integer"}, **field_schemas(NOTE_FIELDS),
+        "created_at": {"type": "string"}, "updated_at": {"type": "string"}}}
+    credentials = {"type": "object", "required": list(USER_FIELDS),
+                   "additionalProperties": False, "properties": field_schemas(USER_FIELDS)}
+    note_input = {"type": "object", "additionalProperties": False,
+                  "properties": field_schemas(NOTE_FIELDS)}
+    schemas = {
+        "Note": note, "NoteInput": {**note_input, "required": ["title"]},
+        "NotePatch": note_input,
+        "Credentials": credentials,
+        "User": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "username": {"type": "string"},
+            "created_at": {"type": "string"}}},
+        "Token": {"type": "object", "properties": {
+            "access_token": {"type": "string"}, "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer"}}},
+        "NotePage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("Note")}, "page": {"type": "integer"},
+            "per_page": {"type": "integer"}, "total": {"type": "integer"},
+            "pages": {"type": "integer"}}},
+        "Problem": {"type": "object", "properties": {
+            "type": {"type": "string"}, "title": {"type": "string"},
+            "status": {"type": "integer"}, "detail": {"type": "string"},
+            "errors": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    }
+    note_id = [{"name": "note_id", "in": "path", "required": True,
+                "schema": {"type": "integer", "minimum": 1}}]
+    paging = [{"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
+              for name in ("page", "per_page")] + [
+              {"name": "q", "in": "query", "schema": {"type": "string"}}]
+    secured = {"security": [{"bearerAuth": []}]}
+    paths = {
+        "/api/hello": {"get": operation("The cheat sheet's Hello resource", {"200": ok({
+            "type": "object", "properties": {"message": {"type": "string"}}})}, security=[])},
+        "/api/users": {"post": operation("Register", {"201": ok(ref("User")), **errors_of(
+            400, 409, 415, 422)}, body=ref("Credentials"), security=[])},
+        "/api/token": {"post": operation("Log in and get a Bearer token", {
+            "200": ok(ref("Token")), **errors_of(400, 401, 415, 422, 429)},
+            body=ref("Credentials"), security=[])},
+        "/api/logout": {"post": operation("Revoke the token used for this request", {
+            "204": {"description": "Revoked"}, **errors_of(401)}, **secured)},
+        "/api/me": {"get": operation("The caller", {"200": ok(ref("User")), **errors_of(401)},
+                                     **secured)},
+        "/api/notes": {
+            "get": operation("List your notes", {"200": ok(ref("NotePage")), **errors_of(401)},
+                             parameters=paging, **secured),
+            "post": operation("Create a note", {"201": ok(ref("Note")), **errors_of(
+                400, 401, 415, 422)}, body=ref("NoteInput"), **secured)},
+        "/api/notes/{note_id}": {
+            "get": operation("Read a note", {"200": ok(ref("Note")), **errors_of(401, 404)},
+                             parameters=note_id, **secured),
+            "put": operation("Replace a note", {"200": ok(ref("Note")), **errors_of(
+                400, 401, 404, 415, 422)}, parameters=note_id, body=ref("NoteInput"), **secured),
+            "patch": operation("Change some fields of a note", {"200": ok(ref("Note")), **errors_of(
+                400, 401, 404, 415, 422)}, parameters=note_id, body=ref("NotePatch"), **secured),
+            "delete": operation("Delete a note", {"204": {"description": "Deleted"},
+                                                  **errors_of(401, 404)},
+                                parameters=note_id, **secured)},
+        "/api/openapi.json": {"get": operation("This document", {"200": ok({"type": "object"})},
+                                               security=[])},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Flask Tour API", "version": "1.0.0"},
+        "servers": [{"url": request.script_root or "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+    }
+
+
+def ref(name):
+    """A JSON Schema reference to one of the document's schemas."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def ok(schema):
+    """An OpenAPI success response with a JSON body."""
+    return {"description": "Success", "content": {"application/json": {"schema": schema}}}
+
+
+def errors_of(*statuses):
+    """OpenAPI problem+json responses for the given error statuses."""
+    return {str(status): {"description": HTTP_ERROR_TITLES.get(status, "Error"), "content": {
+        "application/problem+json": {"schema": ref("Problem")}}} for status in statuses}
+
+
+def operation(summary, responses, body=None, parameters=(), security=None):
+    """One OpenAPI operation object."""
+    result = {"summary": summary, "responses": responses}
+    if body:
+        result["requestBody"] = {"required": True,
+                                 "content": {"application/json": {"schema": body}}}
+    if parameters:
+        result["parameters"] = list(parameters)
+    if security is not None:
+        result["security"] = security
+    return result
+
+
+def register_rest_api(app):
+    """Route /api/hello and /api/notes to their resources, the notes behind a Bearer token."""
+    app.add_url_rule("/api/hello", view_func=HelloAPI.as_view("hello_api"))
+    app.add_url_rule("/api/notes", view_func=token_required(NoteListAPI.as_view("notes_api")))
+    app.add_url_rule("/api/notes/<int:note_id>",
+                     view_func=token_required(NoteAPI.as_view("note_api")))
+    app.add_url_rule("/api/openapi.json", "openapi", openapi_document)
+
+
+# ---------------------------------------------------------------------------
+# 7. JSON responses (jsonify)
+# ---------------------------------------------------------------------------
+# `jsonify` (or simply returning a dict) makes a JSON response. Errors get the
+# standard shape of RFC 9457, `application/problem+json` with `type`, `title`,
+# `status` and `detail`, so clients handle every failure the same way. Request
+# bodies go through `json_body` and `validate`, the one validation helper that
+# the HTML forms use too.
+
+HTTP_ERROR_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """The rules for one text field of a form or JSON body."""
+
+    max_length: int
+    min_length: int = 0
+    pattern: str = None
+    pattern_message: str = ""
+
+    def check(self, value):
+        """Return an error message for `value`, or None when it is fine."""
+        if not isinstance(value, str):
+            return "Must be a string."
+        if self.min_length and not value:
+            return "This field is required."
+        if len(value) < self.min_length:
+            return f"Must be at least {self.min_length} characters."
+        if len(value) > self.max_length:
+            return f"Must be at most {self.max_length} characters."
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return self.pattern_message
+        return None
+
+
+USER_FIELDS = {
+    "username": Field(32, 3, r"[A-Za-z0-9_.-]+", "Use letters, digits, '.', '_' or '-'."),
+    "password": Field(256, 8),
+}
+NOTE_FIELDS = {"title": Field(200, 1), "body": Field(10_000)}
+
+
+def validate(data, fields, partial=False):
+    """Check `data` against `fields`; return (clean values, {field: message})."""
+    errors = {name: "Unknown field." for name in data if name not in fields}
+    values = {}
+    for name, field in fields.items():
+        if name not in data:
+            if not partial and field.min_length:
+                errors[name] = "This field is required."
+            continue
+        value = data[name].strip() if isinstance(data[name], str) and name != "password" else data[name]
+        message = field.check(value)
+        if message:
+            errors[name] = message
+        values[name] = value
+    return values, errors
+
+
+def field_schemas(fields):
+    """JSON Schema properties for `fields`, so the OpenAPI document matches `validate`."""
+    return {name: {"type": "string", "minLength": field.min_length, "maxLength": field.max_length,
+                   **({"pattern": f"^{field.pattern}$"} if field.pattern else {})}
+            for name, field in fields.items()}
+
+
+def problem(status, detail, headers=None, **extra):
+    """An RFC 9457 problem+json response."""
+    body = {"type": "about:blank", "title": HTTP_ERROR_TITLES.get(status, "Error"),
+            "status": status, "detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    response.headers.extend(headers or {})
+    return response
+
+
+def invalid_fields(errors):
+    """The 422 problem for a body whose fields failed validation."""
+    return problem(422, "Some fields are invalid.", errors=errors)
+
+
+def json_body():
+    """The request's JSON body; 415 when it is not JSON, 400 when it is malformed."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    try:
+        data = request.get_json()
+    except RecursionError:  # absurdly nested JSON exhausts the parser's stack
+        abort(400, "The JSON body is nested too deeply.")
+    if not isinstance(data, dict):
+        abort(422, "The JSON body must be an object.")
+    return data
+
+
+def is_api_request():
+    """True for requests to /api/…, which answer in JSON and ignore cookies."""
+    return request.path.startswith("/api/")
+
+
+def register_json(app):
+    """The cheat sheet's jsonify example."""
+
+    @app.route("/data")
+    def data():
+        """A small JSON document."""
+        return jsonify({"name": "Nutan", "role": "DevOps Engineer"})
+
+
+# ---------------------------------------------------------------------------
+# 8. Flask configurations & environment variables
+# ---------------------------------------------------------------------------
+# Settings are layered, later wins: DEFAULTS below, then the Python file named
+# by APP_SETTINGS (`from_envvar`, as in the cheat sheet), then FLASK_* variables
+# (`from_prefixed_env`, with `.env` loaded by python-dotenv without overriding
+# real variables), then the mapping given to `create_app`. `/config` shows where
+# each setting came from. With no SECRET_KEY at all, one is generated once into
+# the instance folder; a weak one is refused outside debug and testing.
+
+DEFAULTS = {
+    "DATABASE": None,  # None: instance/flask_tour.sqlite
+    "JWT_SECRET_KEY": None,  # None: derived from SECRET_KEY
+    "JWT_ACCESS_TOKEN_EXPIRES": 900,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "TRUSTED_PROXIES": 0,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_FAILURE_WINDOW": 900,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,
+}
+EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE")
+
+
+def configure(app, overrides):
+    """Load settings from every source in order, remembering where each came from."""
+    sources = {key: "Flask default" for key in app.config}
+
+    def apply(values, source):
+        for key, value in values.items():
+            if key.isupper():
+                app.config[key] = value
+                sources[key] = source
+
+    apply(DEFAULTS, "Flask Tour default")
+    load_dotenv()  # fills os.environ from .env, never overriding real variables
+    if os.environ.get("APP_SETTINGS"):
+        settings_file = Config(app.root_path)
+        settings_file.from_envvar("APP_SETTINGS")
+        apply(settings_file, "APP_SETTINGS file")
+    environment = Config(app.root_path)
+    environment.from_prefixed_env()
+    apply(environment, "FLASK_* environment variable")
+    apply(overrides or {}, "create_app() argument")
+    if app.config["DATABASE"] is None:
+        app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
+    if app.config["SECRET_KEY"] is None:
+        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
+        sources["SECRET_KEY"] = "generated into the instance folder"
+    refuse_weak_secrets(app)
+    app.extensions["config_sources"] = sources
+
+
+def instance_secret_key(instance_path):
+    """Read the instance folder's secret key, creating it atomically on first use."""
+    os.makedirs(instance_path, exist_ok=True)
+    key_file = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(key_file):
+        descriptor, temporary = tempfile.mkstemp(dir=instance_path)  # created with mode 0600
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, key_file)  # atomic: of workers racing, exactly one key wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(key_file, encoding="utf-8") as file:
+        return file.read().strip()
+
+
+def refuse_weak_secrets(app):
+    """Stop with a helpful message when a configured key is guessable."""
+    if app.debug or app.testing:
+        return
+    for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+        key = app.config[name]
+        if key is not None and (len(str(key)) < 32 or key == EXAMPLE_SECRET):
+            raise RuntimeError(
+                f"{name} is too weak (empty, shorter than 32 characters, or the example value). "
+                f"Set FLASK_{name} to the output of "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
+                "or unset it to use the key generated in the instance folder.")
+
+
+def register_configuration_page(app):
+    """The /config page."""
+
+    @app.route("/config")
+    def show_config():
+        """The effective settings, where each came from, secrets masked."""
+        sources = app.extensions["config_sources"]
+        settings = [(key, "•••••• (hidden)" if SECRET_NAME.search(key) else repr(value),
+                     sources.get(key, "set at run time"))
+                    for key, value in sorted(app.config.items())]
+        return render_template("config.html", settings=settings)
+
+
+# ---------------------------------------------------------------------------
+# 9. Database integration (sqlite3)
+# ---------------------------------------------------------------------------
+# `get_db()` opens one connection per request, lazily, and keeps it on `g`;
+# `close_db()` closes it at teardown. Connections use WAL (readers never block
+# the writer), a busy timeout (wait for a lock instead of failing at once) and
+# foreign keys (SQLite leaves them off by default). The schema is created on
+# first use; `flask init-db` drops and recreates it.
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
+CREATE TABLE IF NOT EXISTS login_failures (
+    key TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key, failed_at);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+"""
+DROP_SCHEMA = """
+DROP TABLE IF EXISTS notes;
+DROP TABLE IF EXISTS users;
+DROP TABLE IF EXISTS login_failures;
+DROP TABLE IF EXISTS revoked_tokens;
+"""
+
+
+def connect(path):
+    """Open a connection with the pragmas every connection needs."""
+    # isolation_level=None: each statement commits itself; the model layer writes one at a time.
+    db = sqlite3.connect(path, timeout=5, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def get_db():
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        path = current_app.config["DATABASE"]
+        keep_database_open(path)
+        g.db = connect(path)
+    return g.db
+
+
+def close_db(exception=None):
+    """Close the request's connection, if it opened one."""
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+# When the last connection to a WAL database closes, SQLite checkpoints the WAL
+# and deletes it, which is slow. One idle connection per process, kept open for
+# good, means that never happens within a worker; requests still open and close
+# their own connection on `g` as the cheat sheet teaches.
+_kept_open = {}
+
+
+def keep_database_open(path):
+    """Open the process's idle connection to `path` once, creating the schema."""
+    key = (os.getpid(), path)  # a forked worker opens its own
+    if key not in _kept_open:
+        db = connect(path)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash never loses a commit
+        db.executescript(SCHEMA)
+        _kept_open[key] = db
+
+
+def init_db(path):
+    """Drop every table and create the schema afresh."""
+    db = connect(path)
+    try:
+        db.executescript(DROP_SCHEMA + SCHEMA)
+    finally:
+        db.close()
+
+
+def register_database(app):
+    """Close connections at teardown and add `flask init-db`."""
+    app.teardown_appcontext(close_db)
+
+    @app.cli.command("init-db")
+    def init_db_command():
+        """Delete all data and recreate the tables."""
+        init_db(app.config["DATABASE"])
+        click.echo(f"Initialized the database at {app.config['DATABASE']}.")
+
+
+# ---------------------------------------------------------------------------
+# 10. Models (an ORM-style layer over sqlite3)
+# ---------------------------------------------------------------------------
+# Instead of SQLAlchemy, small dataclasses with class methods. This layer is
+# the only code that writes SQL, and it always passes values as `?` parameters,
+# so input such as `' OR 1=1 --` is stored as text, never run.
+# Uses `get_db` (section 9).
+
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
+class UsernameTaken(Exception):
+    """Raised when a username exists already (compared case-insensitively)."""
+
+
+@dataclass
+class Page:
+    """One page of results."""
+
+    items: list
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self):
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def has_previous(self):
+        return self.number > 1
+
+    @property
+    def has_next(self):
+        return self.number < self.pages
+
+
+def paginate(model, where, args, number, size):
+    """One page of `model` rows matching `where`, the page number clamped to the last page."""
+    db = get_db()
+    total = db.execute(f"SELECT count(*) FROM {model.table} WHERE {where}", args).fetchone()[0]
+    number = min(number, max(1, math.ceil(total / size)))
+    rows = db.execute(f"SELECT * FROM {model.table} WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                      (*args, size, (number - 1) * size)).fetchall()
+    return Page([model(**row) for row in rows], number, size, total)
+
+
+@dataclass
+class User:
+    """An account."""
+
+    id: int
+    username: str
+    password_hash: str
+    created_at: str
+    table = "users"
+
+    @classmethod
+    def get(cls, user_id):
+        """The user with this id, or None."""
+        if not isinstance(user_id, int) or not 0 < user_id <= SQLITE_MAX_INTEGER:
+            return None
+        row = get_db().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def find(cls, username):
+        """The user with this username (any case), or None."""
+        row = get_db().execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def create(cls, username, password):
+        """Store a new user with a hashed password; UsernameTaken if the name exists."""
+        try:
+            row = get_db().execute(
+                "INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING *",
+                (username, generate_password_hash(password))).fetchone()
+        except sqlite3.IntegrityError:
+            raise UsernameTaken(username) from None
+        return cls(**row)
+
+    def check_password(self, password):
+        """True when `password` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    def delete(self):
+        """Delete the user and, by cascade, their notes."""
+        get_db().execute("DELETE FROM users WHERE id = ?", (self.id,))
+
+    def to_json(self):
+        return {"id": self.id, "username": self.username, "created_at": self.created_at}
+
+
+@dataclass
+class Note:
+    """A note that belongs to one user."""
+
+    id: int
+    user_id: int
+    title: str
+    body: str
+    created_at: str
+    updated_at: str
+    table = "notes"
+
+    @classmethod
+    def get_for_user(cls, note_id, user_id):
+        """The note with this id if it belongs to the user, else None."""
+        if not 0 < note_id <= SQLITE_MAX_INTEGER:
+            return None
+        row = get_db().execute("SELECT * FROM notes WHERE id = ? AND user_id = ?",
+                               (note_id, user_id)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def create(cls, user_id, title, body=""):
+        """Store a new note."""
+        row = get_db().execute(
+            "INSERT INTO notes (user_id, title, body) VALUES (?, ?, ?) RETURNING *",
+            (user_id, title, body)).fetchone()
+        return cls(**row)
+
+    @classmethod
+    def page_for_user(cls, user_id, number, size):
+        """One page of the user's notes, newest first."""
+        return paginate(cls, "user_id = ?", (user_id,), number, size)
+
+    @classmethod
+    def search(cls, user_id, text, number, size):
+        """One page of the user's notes whose title or body contains `text` (any case)."""
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"  # % and _ match themselves
+        where = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
+        return paginate(cls, where, (user_id, pattern, pattern), number, size)
+
+    def update(self, title=None, body=None):
+        """Change the given fields and the modification time."""
+        row = get_db().execute(
+            "UPDATE notes SET title = coalesce(?, title), body = coalesce(?, body),"
+            " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? RETURNING *",
+            (title, body, self.id)).fetchone()
+        self.__dict__.update(dict(row))
+
+    def delete(self):
+        """Delete the note."""
+        get_db().execute("DELETE FROM notes WHERE id = ?", (self.id,))
+
+    def to_json(self):
+        return {"id": self.id, "title": self.title, "body": self.body,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+class LoginThrottle:
+    """Failed logins per username and per client address, in SQLite so all workers agree."""
+
+    @staticmethod
+    def keys(username, address):
+        return ("user:" + username.lower(), "address:" + (address or "unknown"))
+
+    @classmethod
+    def retry_after(cls, username, address, limit, window):
+        """Seconds until another attempt is allowed, or 0 when one is allowed now."""
+        now = time.time()
+        waits = []
+        for key in cls.keys(username, address):
+            rows = get_db().execute(
+                "SELECT failed_at FROM login_failures WHERE key = ? AND failed_at > ?"
+                " ORDER BY failed_at DESC LIMIT ?", (key, now - window, limit)).fetchall()
+            if len(rows) >= limit:
+                waits.append(math.ceil(rows[-1][0] + window - now))
+        return max(waits, default=0)
+
+    @classmethod
+    def record_failure(cls, username, address, window):
+        """Count one failed attempt and forget attempts older than the window."""
+        now = time.time()
+        db = get_db()
+        db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
+        db.executemany("INSERT INTO login_failures (key, failed_at) VALUES (?, ?)",
+                       [(key, now) for key in cls.keys(username, address)])
+
+    @classmethod
+    def reset(cls, username, address):
+        """Forget the failures of a username and address after a successful login."""
+        get_db().executemany("DELETE FROM login_failures WHERE key = ?",
+                             [(key,) for key in cls.keys(username, address)])
+
+
+class RevokedToken:
+    """JWT ids revoked by /api/logout, kept until the token would have expired anyway."""
+
+    @staticmethod
+    def revoke(jti, expires_at):
+        db = get_db()
+        db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
+        db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
+                   (jti, int(expires_at)))
+
+    @staticmethod
+    def is_revoked(jti):
+        return get_db().execute("SELECT 1 FROM revoked_tokens WHERE jti = ?",
+                                (jti,)).fetchone() is not None
+
+
+# ---------------------------------------------------------------------------
+# 11. Authentication & JWT
+# ---------------------------------------------------------------------------
+# Pages use the session cookie: `log_in` clears the session first (no session
+# fixation) and `login_required` sends visitors to /login?next=…. The API uses
+# Bearer JWTs (RFC 7519), HS256 written with hmac/hashlib/base64/json: the
+# verifier accepts only HS256, compares signatures in constant time, requires
+# `exp`, and answers failures as RFC 6750 says. Repeated failed logins are
+# throttled through `LoginThrottle` (section 10).
+# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10) and `problem` (section 7).
+
+MAX_TOKEN_LENGTH = 4096
+CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+class InvalidToken(Exception):
+    """A JWT that must not be accepted; the message says why."""
+
+
+def b64url_encode(data):
+    """Base64url without padding (RFC 7515, section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    """Strict inverse of `b64url_encode`: no padding, no other characters."""
+    if not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise InvalidToken("malformed base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def json_object(segment):
+    """Decode one token segment that must hold a JSON object without duplicate keys."""
+    def no_duplicates(pairs):
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise InvalidToken("duplicate JSON member")
+        return dict(pairs)
+
+    try:
+        value = json.loads(b64url_decode(segment), object_pairs_hook=no_duplicates,
+                           parse_constant=lambda name: float("nan"))
+    except ValueError:  # invalid JSON or UTF-8 (JSONDecodeError, UnicodeDecodeError)
+        raise InvalidToken("segment is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("segment is not a JSON object")
+    return value
+
+
+def hs256(key, signing_input):
+    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+
+
+def jwt_encode(claims, key):
+    """Sign `claims` as a compact HS256 JWT."""
+    header = b64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{b64url_encode(hs256(key, signing_input))}"
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def jwt_decode(token, key, now=None):
+    """Verify an HS256 JWT and return its claims, or raise InvalidToken."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise InvalidToken("a JWT has three segments")
+    header_segment, payload_segment, signature_segment = segments
+    header = json_object(header_segment)
+    if header.get("alg") != "HS256" or "crit" in header:  # never trust the token's own choice
+        raise InvalidToken("only HS256 is accepted")
+    expected = hs256(key, f"{header_segment}.{payload_segment}")
+    if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
+        raise InvalidToken("bad signature")
+    claims = json_object(payload_segment)
+    check_time_claims(claims, time.time() if now is None else now)
+    return claims
+
+
+def check_time_claims(claims, now):
+    """Require a numeric `exp` in the future; `nbf` and `iat` must not be in the future."""
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not is_number(claims[name]):
+            raise InvalidToken(f"'{name}' must be a number")
+    if "exp" not in claims:
+        raise InvalidToken("'exp' is required")
+    if claims["exp"] <= now - CLOCK_LEEWAY:
+        raise InvalidToken("token expired")
+    if claims.get("nbf", now) > now + CLOCK_LEEWAY:
+        raise InvalidToken("token not valid yet")
+    if claims.get("iat", now) > now + CLOCK_LEEWAY:
+        raise InvalidToken("token issued in the future")
+
+
+def jwt_key():
+    """The HMAC key for tokens: JWT_SECRET_KEY, or one derived from SECRET_KEY."""
+    key = current_app.config["JWT_SECRET_KEY"]
+    if key:
+        return key.encode() if isinstance(key, str) else key
+    secret = current_app.config["SECRET_KEY"]
+    secret = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
+
+
+def issue_token(user):
+    """An access token for `user` and its lifetime in seconds."""
+    lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
+    now = int(time.time())
+    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+    return jwt_encode(claims, jwt_key()), lifetime
+
+
+def bearer_challenge(detail, error="invalid_token"):
+    """A 401 problem with the RFC 6750 `WWW-Authenticate` header."""
+    challenge = f'Bearer realm="api", error="{error}"' if error else 'Bearer realm="api"'
+    return problem(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+def token_required(view):
+    """Let the request through only with a valid Bearer token; sets `g.api_user`."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return bearer_challenge("Send 'Authorization: Bearer <token>'.", error=None)
+        try:
+            claims = jwt_decode(token.strip(), jwt_key())
+        except InvalidToken as reason:
+            return bearer_challenge(f"The token is invalid: {reason}.")
+        user = User.get(int(claims["sub"])) if str(claims.get("sub", "")).isdigit() else None
+        if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
+            return bearer_challenge("The token is revoked or its user no longer exists.")
+        g.api_user, g.token_claims = user, claims
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def login_required(view):
+    """Send anonymous visitors to the login page, then back here."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if g.user is None:
+            return redirect(url_for("login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def log_in(user):
+    """Start a fresh session for `user`."""
+    session.clear()  # a new session on login: no fixation
+    session["user_id"] = user.id
+
+
+def load_logged_in_user():
+    """Put the session's user, or None, on `g.user`."""
+    user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
+    g.user = User.get(user_id) if user_id is not None else None
+
+
+def safe_next_path(target):
+    """`target` if it is a path on this site, else the notes page."""
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not re.search(r"[\\\x00-\x20\x7f]", target) and not urlsplit(target).netloc):
+        return request.script_root + target
+    return url_for("notes")
+
+
+@functools.cache
+def dummy_password_hash():
+    """A hash to check against when the user does not exist, so timing reveals nothing."""
+    return generate_password_hash(secrets.token_hex(16))
+
+
+def authenticate(username, password):
+    """The user these credentials belong to, or None; throttles repeated failures."""
+    limit, window = current_app.config["LOGIN_MAX_FAILURES"], current_app.config["LOGIN_FAILURE_WINDOW"]
+    address = request.remote_addr
+    wait = LoginThrottle.retry_after(username, address, limit, window)
+    if wait:
+        raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
+    user = User.find(username) if username else None
+    if user is None:
+        check_password_hash(dummy_password_hash(), password)
+    elif user.check_password(password):
+        LoginThrottle.reset(username, address)
+        return user
+    LoginThrottle.record_failure(username, address, window)
+    return None
+
+
+class UserAPI(MethodView):
+    """POST /api/users: register."""
+
+    def post(self):
+        values, errors = validate(json_body(), USER_FIELDS)
+        if errors:
+            return invalid_fields(errors)
+        try:
+            user = User.create(values["username"], values["password"])
+        except UsernameTaken:
+            return problem(409, "That username is already taken.")
+        return user.to_json(), 201
+
+
+class TokenAPI(MethodView):
+    """POST /api/token: exchange a username and password for a Bearer token."""
+
+    def post(self):
+        values, errors = validate(json_body(), USER_FIELDS)
+        if errors:
+            return invalid_fields(errors)
+        user = authenticate(values["username"], values["password"])
+        if user is None:
+            return problem(401, "Unknown username or wrong password.")
+        token, lifetime = issue_token(user)
+        return ({"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
+                200, {"Cache-Control": "no-store"})
+
+
+@token_required
+def logout_api():
+    """POST /api/logout: revoke the token used for this request."""
+    RevokedToken.revoke(str(g.token_claims.get("jti")), g.token_claims["exp"])
+    return "", 204
+
+
+@token_required
+def me_api():
+    """GET /api/me: the caller."""
+    return g.api_user.to_json()
+
+
+def register_auth(app):
+    """Sessions whose cookie is Secure over HTTPS, and the account endpoints of the API."""
+    app.session_interface = HttpsAwareSessionInterface()
+    app.add_url_rule("/api/users", view_func=UserAPI.as_view("users_api"))
+    app.add_url_rule("/api/token", view_func=TokenAPI.as_view("token_api"))
+    app.add_url_rule("/api/logout", view_func=logout_api, methods=["POST"])
+    app.add_url_rule("/api/me", view_func=me_api)
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with a Secure cookie whenever the request was HTTPS."""
+
+    def get_cookie_secure(self, app):
+        return super().get_cookie_secure(app) or request.is_secure
+
+
+# ---------------------------------------------------------------------------
+# 12. Middleware / request hooks
+# ---------------------------------------------------------------------------
+# `before_request` gives every request an id (the caller's `X-Request-ID` when it
+# is well formed, so ids can be followed across services), a start time and
+# `g.user`. `after_request` adds the id, a `Server-Timing` header, the security
+# headers, and writes one access-log line through `app.logger` (not print, so it
+# can be filtered and routed). Teardown closing the database is in section 9.
+# Uses `load_logged_in_user` (section 11).
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def start_request():
+    """Give the request an id and a start time, and load the user."""
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.started = time.perf_counter()
+    load_logged_in_user()
+
+
+def security_headers(https):
+    """The headers every response carries; HSTS only when the request came over HTTPS."""
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+    }
+    if https:
+        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+    return headers
+
+
+def finish_request(response):
+    """Stamp the response with the id, timing and security headers, and log it."""
+    elapsed_ms = (time.perf_counter() - g.started) * 1000
+    response.headers["X-Request-ID"] = g.request_id
+    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
+    response.headers.update(security_headers(request.is_secure))
+    current_app.logger.info("%s %s %s %.1fms %s", request.method, request.path,
+                            response.status_code, elapsed_ms, g.request_id)
+    return response
+
+
+def register_request_hooks(app):
+    """Install the hooks and the page that shows what they did."""
+    app.before_request(start_request)
+    app.after_request(finish_request)
+    if app.logger.level == logging.NOTSET:
+        app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
+
+    @app.route("/hooks")
+    def hooks():
+        """What the hooks did to this very request."""
+        incoming = request.headers.get("X-Request-ID")
+        return render_template(
+            "hooks.html",
+            request_id=g.request_id,
+            id_was_kept=incoming == g.request_id,
+            started=g.started,
+            client=request.remote_addr,
+            scheme=request.scheme,
+            headers=security_headers(request.is_secure),
+        )
+
+
+# ---------------------------------------------------------------------------
+# 13. Error handling & custom error pages
+# ---------------------------------------------------------------------------
+# One handler for every HTTP error renders `error.html` for pages, or problem+json
+# for /api and for clients that prefer JSON. A database that is locked or
+# unreachable is a 503 with `Retry-After`. Any other exception is a 500 whose
+# traceback goes to the log and never to the client.
+# Uses `problem` and `is_api_request` (section 7).
+
+DEMO_ERRORS = {400, 401, 403, 404, 405, 413, 429, 500}
+
+
+def wants_json():
+    """True for the API and for clients that prefer JSON to HTML."""
+    return is_api_request() or request.accept_mimetypes.best_match(
+        ["text/html", "application/json"]) == "application/json"
+
+
+def render_error(status, detail, headers=None):
+    """The error response: problem+json or the custom error page."""
+    if wants_json():
+        return problem(status, detail, headers)
+    page = render_template("error.html", status=status, detail=detail,
+                           title=HTTP_ERROR_TITLES.get(status, "Error"))
+    return page, status, headers or {}
+
+
+def handle_http_error(error):
+    """Any HTTPException (abort, 404, 405 …), keeping headers such as Allow and Retry-After."""
+    headers = {key: value for key, value in error.get_headers() if key.lower() != "content-type"}
+    return render_error(error.code, error.description, headers)
+
+
+def handle_database_error(error):
+    """A locked, read-only or missing database: 503, logged, nothing leaked."""
+    current_app.logger.error("Database unavailable: %s", error)
+    return render_error(503, "The database is busy or unavailable. Please try again shortly.",
+                        {"Retry-After": "2"})
+
+
+def handle_unexpected_error(error):
+    """A crash: log the traceback, show a plain apology."""
+    current_app.logger.error("Unhandled exception", exc_info=error)
+    return render_error(500, "Something went wrong on our side. It has been logged.")
+
+
+def register_error_handlers(app):
+    """Install the handlers and the /errors/<code> demo."""
+    app.register_error_handler(HTTPException, handle_http_error)
+    app.register_error_handler(sqlite3.OperationalError, handle_database_error)
+    app.register_error_handler(Exception, handle_unexpected_error)
+
+    @app.route("/errors/<int:code>")
+    def error_demo(code):
+        """Trigger the error page for `code`."""
+        if code == 500:
+            raise RuntimeError("A deliberate crash: its traceback is in the server log only.")
+        if code == 405:
+            raise MethodNotAllowed(valid_methods=["POST"])
+        if code == 429:
+            raise TooManyRequests("A demonstration of the rate-limit page.", retry_after=60)
+        abort(code if code in DEMO_ERRORS else 404)
+
+
+# ---------------------------------------------------------------------------
+# 14. Deployment (Gunicorn + Nginx, Docker)
+# ---------------------------------------------------------------------------
+# Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind
+# nginx; see Dockerfile, docker-compose.yml and deploy/nginx.conf. Behind a
+# proxy, ProxyFix makes `remote_addr`, the scheme, host and prefix those of the
+# client, but only for the number of proxies you configure: trusting
+# X-Forwarded-* from anyone would let clients spoof their address.
+# `/healthz` tells Docker and nginx whether the app can reach its database.
+
+
+def register_deployment(app):
+    """Trust the configured number of proxies and add the health check."""
+    proxies = int(app.config["TRUSTED_PROXIES"])
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,
+                                x_host=proxies, x_port=proxies, x_prefix=proxies)
+
+    @app.route("/healthz")
+    def healthz():
+        """Liveness and a database round trip."""
+        try:
+            get_db().execute("SELECT 1").fetchone()
+        except sqlite3.Error as error:
+            app.logger.error("Health check failed: %s", error)
+            return {"status": "error", "database": "unavailable"}, 503
+        return {"status": "ok", "database": "ok"}
+
+
+# The app that `flask run`, `gunicorn app:app` and `python app.py` serve.
+app = create_app()
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,2 @@
+// Flask Tour: small progressive enhancements. Everything works without JavaScript.
+"use strict";

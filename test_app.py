@@ -1,0 +1,1158 @@
+"""Tests for Flask Tour, in the same numbered sections as app.py."""
+
+import contextlib
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import pytest
+
+import app as tour
+from app import Note, User, UsernameTaken, create_app, jwt_decode, jwt_encode, InvalidToken
+
+ROOT = Path(__file__).resolve().parent
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+JWT_TEST_KEY = "jwt-test-key-that-is-long-enough-0123456789abcd"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(monkeypatch):
+    """Hash with few iterations so the suite runs in seconds; production keeps the default."""
+    fast = functools.partial(tour.generate_password_hash, method="pbkdf2:sha256:1000")
+    monkeypatch.setattr(tour, "generate_password_hash", fast)
+
+
+@pytest.fixture
+def app(tmp_path):
+    """An app on a temporary database and instance folder."""
+    return create_app({
+        "TESTING": True,
+        "SECRET_KEY": TEST_SECRET,
+        "JWT_SECRET_KEY": JWT_TEST_KEY,
+        "DATABASE": str(tmp_path / "test.sqlite"),
+    }, instance_path=str(tmp_path / "instance"))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_from(response):
+    """The CSRF token in a page's form."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
+    assert match, "the page has no CSRF field"
+    return match.group(1)
+
+
+class AuthActions:
+    """Register, log in and out through the real forms."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def token(self, page="/login"):
+        return csrf_from(self.client.get(page))
+
+    def register(self, username="alice", password=PASSWORD, **kwargs):
+        data = {"username": username, "password": password, "csrf_token": self.token("/register")}
+        return self.client.post("/register", data=data, **kwargs)
+
+    def login(self, username="alice", password=PASSWORD, next=None, **kwargs):
+        url = "/login" + ("?" + urlencode({"next": next}) if next else "")
+        data = {"username": username, "password": password, "csrf_token": self.token()}
+        return self.client.post(url, data=data, **kwargs)
+
+    def logout(self):
+        return self.client.post("/logout", data={"csrf_token": self.token("/")})
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+@pytest.fixture
+def logged_in(auth):
+    """A client with the registered user `alice` logged in."""
+    auth.register()
+    return auth
+
+
+def api_headers(client, username="alice", password=PASSWORD):
+    """Register `username` through the API and return Bearer headers for it."""
+    client.post("/api/users", json={"username": username, "password": password})
+    response = client.post("/api/token", json={"username": username, "password": password})
+    assert response.status_code == 200, response.json
+    return {"Authorization": "Bearer " + response.json["access_token"]}
+
+
+def count_rows(app, table):
+    with app.app_context():
+        return tour.get_db().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------
+# 1. Flask setup & project structure
+# ---------------------------------------------------------------------------
+
+def test_module_level_app_serves_the_tour():
+    assert tour.app.name == "app"
+    assert "tour" in tour.app.view_functions
+
+
+def test_create_app_builds_independent_apps(tmp_path):
+    first = create_app({"TESTING": True, "DATABASE": str(tmp_path / "a.sqlite")},
+                       instance_path=str(tmp_path / "a"))
+    second = create_app({"TESTING": True, "DATABASE": str(tmp_path / "b.sqlite")},
+                        instance_path=str(tmp_path / "b"))
+    assert first is not second and first.config["DATABASE"] != second.config["DATABASE"]
+    api_headers(first.test_client())
+    assert second.test_client().get("/healthz").status_code == 200
+    assert count_rows(first, "users") == 1 and count_rows(second, "users") == 0
+
+
+def test_requirements_are_pinned_and_minimal():
+    lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
+    names = {line.split("==")[0].lower() for line in lines}
+    assert names == {"flask", "python-dotenv", "pytest", "gunicorn"}
+    assert all("==" in line for line in lines)
+
+
+def test_env_example_documents_every_setting():
+    example = (ROOT / ".env.example").read_text()
+    for key in ["SECRET_KEY", *tour.DEFAULTS]:
+        assert f"FLASK_{key}=" in example, key
+
+
+# ---------------------------------------------------------------------------
+# 2. Routing (@app.route)
+# ---------------------------------------------------------------------------
+
+def test_tour_lists_all_fourteen_topics(client):
+    page = client.get("/").get_data(as_text=True)
+    for topic in tour.TOPICS:
+        assert f'href="/topics/{topic.number}"' in page
+        assert topic.summary.replace("`", "")[:20] in page.replace("`", "")
+    assert len(tour.TOPICS) == 14
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_topic_page_shows_its_own_section(client, number):
+    page = client.get(f"/topics/{number}").get_data(as_text=True)
+    assert f"# {number}. " in page
+    other = number % 14 + 1
+    assert f"# {other}. " not in page.replace(f"{other}. {tour.TOPICS[other - 1].title}", "")
+
+
+def test_every_section_is_found_in_order():
+    sections = tour.source_sections()
+    assert sorted(sections) == list(range(1, 15))
+    starts = [sections[n][0] for n in range(1, 15)]
+    assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/no-such-page"])
+def test_unknown_topic_is_the_404_page(client, url):
+    response = client.get(url)
+    assert response.status_code == 404
+    assert "404 · Not Found" in response.get_data(as_text=True)
+
+
+class LinkCollector(HTMLParser):
+    """Collects href, src and form actions (with their methods) from a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag in ("a", "link") and attrs.get("href"):
+            self.links.append(attrs["href"])
+        if tag == "script" and attrs.get("src"):
+            self.links.append(attrs["src"])
+        if tag == "form" and attrs.get("method", "get").lower() == "get" and attrs.get("action"):
+            self.links.append(attrs["action"])
+
+
+def internal_links(html, base):
+    collector = LinkCollector()
+    collector.feed(html)
+    for link in collector.links:
+        url = urljoin(base, link)
+        parts = urlsplit(url)
+        if not parts.netloc or parts.netloc == "localhost":
+            yield parts.path + ("?" + parts.query if parts.query else "")
+
+
+def crawl(client, start, prefix="/"):
+    """Every internal URL reachable from `start`, mapped to its status code."""
+    seen, queue = {}, [start]
+    while queue:
+        url = queue.pop()
+        if url in seen:
+            continue
+        response = client.get(url)
+        seen[url] = response.status_code
+        if response.mimetype == "text/html":
+            for link in internal_links(response.get_data(as_text=True), "http://localhost" + url):
+                if link.startswith(prefix) and link not in seen:
+                    queue.append(link)
+    return seen
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_every_internal_link_answers_below_400(client, logged_in, signed_in):
+    if signed_in:
+        client.post("/notes", data={"title": "crawl me", "body": "",
+                                    "csrf_token": logged_in.token("/notes")})
+    else:
+        logged_in.logout()
+    results = crawl(client, "/")
+    assert all(f"/topics/{n}" in results for n in range(1, 15))
+    broken = {url: status for url, status in results.items()
+              if status >= 400 and not url.startswith("/errors/")}
+    assert not broken
+    assert len(results) > 30
+
+
+# ---------------------------------------------------------------------------
+# 3. URL parameters & query strings
+# ---------------------------------------------------------------------------
+
+def test_user_greeting_escapes_the_name(client):
+    page = client.get("/user/<img src=x onerror=alert(1)>").get_data(as_text=True)
+    assert "Hello, &lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<img src=x" not in page
+
+
+@pytest.fixture
+def searchable(client, logged_in):
+    """Alice's notes for the search tests."""
+    headers = api_headers(client)
+    for title, body in [("Flask routing", "decorators"), ("Jinja", "FLASK templates"),
+                        ("100% sure", "percent"), ("snake_case", "underscore"),
+                        ("unrelated", "nothing here")]:
+        client.post("/api/notes", json={"title": title, "body": body}, headers=headers)
+    return headers
+
+
+def search_titles(client, query, page=None):
+    url = "/search?q=" + query + (f"&page={page}" if page is not None else "")
+    html = client.get(url).get_data(as_text=True)
+    return re.findall(r'<li><a href="/notes/\d+/edit">([^<]*)</a>', html)
+
+
+def test_search_matches_title_and_body_case_insensitively(client, searchable):
+    assert set(search_titles(client, "flask")) == {"Flask routing", "Jinja"}
+
+
+@pytest.mark.parametrize("query, expected", [("%25", ["100% sure"]), ("_", ["snake_case"]),
+                                             ("e_c", ["snake_case"]), ("0%25+s", ["100% sure"])])
+def test_search_treats_wildcards_literally(client, searchable, query, expected):
+    assert search_titles(client, query) == expected
+
+
+def test_search_without_query_shows_just_the_form(client, searchable):
+    page = client.get("/search?q=").get_data(as_text=True)
+    assert 'role="search"' in page and "match" not in page
+
+
+def test_search_requires_login(client):
+    response = client.get("/search?q=x")
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=/search?q%3Dx")
+
+
+@pytest.mark.parametrize("page, shown", [(None, 1), ("1", 1), ("2", 2), ("3", 3), ("0", 1),
+                                         ("-4", 1), ("abc", 1), ("999", 3), ("1e3", 1),
+                                         ("99999999999999999999999", 3)])
+def test_search_pages_are_clamped(client, logged_in, page, shown):
+    headers = api_headers(client)
+    for n in range(25):
+        client.post("/api/notes", json={"title": f"match {n}"}, headers=headers)
+    url = "/search?q=match" + (f"&page={page}" if page is not None else "")
+    html = client.get(url).get_data(as_text=True)
+    assert f"Page {shown} of 3" in html
+    assert len(re.findall(r'href="/notes/\d+/edit"', html)) == (5 if shown == 3 else 10)
+    assert ('rel="prev"' in html) == (shown > 1) and ('rel="next"' in html) == (shown < 3)
+    if shown < 3:
+        assert f'href="/search?page={shown + 1}&amp;q=match"' in html
+
+
+# ---------------------------------------------------------------------------
+# 4. Templates (Jinja2)
+# ---------------------------------------------------------------------------
+
+def test_welcome_renders_the_cheat_sheet_template(client):
+    page = client.get("/welcome/Ada").get_data(as_text=True)
+    assert "<h1>Hello Ada</h1>" in page
+
+
+@pytest.mark.parametrize("url", ["/", "/topics/4", "/welcome/x", "/user/x", "/login", "/register",
+                                 "/config", "/hooks", "/errors/404"])
+def test_every_page_extends_the_base_layout(client, url):
+    page = client.get(url).get_data(as_text=True)
+    assert 'class="site-header"' in page and 'href="/static/style.css"' in page
+
+
+def test_flashed_messages_appear_once(client, auth):
+    first = auth.register(follow_redirects=True).get_data(as_text=True)
+    assert "Your account is ready." in first
+    assert "Your account is ready." not in client.get("/notes").get_data(as_text=True)
+
+
+def test_every_template_extends_base():
+    for template in (ROOT / "templates").glob("*.html"):
+        if not template.name.startswith("_") and template.name != "base.html":
+            assert '{% extends "base.html" %}' in template.read_text(), template.name
+
+
+# ---------------------------------------------------------------------------
+# 5. Handling forms & requests (GET, POST)
+# ---------------------------------------------------------------------------
+
+def test_register_logs_in_and_redirects(client, auth, app):
+    response = auth.register()
+    assert response.status_code == 302 and response.headers["Location"] == "/notes"
+    assert count_rows(app, "users") == 1
+    assert "Signed in as <strong>alice</strong>" in client.get("/notes").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("username, password, field, message", [
+    ("", PASSWORD, "username", "This field is required."),
+    ("ab", PASSWORD, "username", "at least 3 characters"),
+    ("a" * 33, PASSWORD, "username", "at most 32 characters"),
+    ("bad name!", PASSWORD, "username", "Use letters, digits"),
+    ("<script>x</script>", PASSWORD, "username", "Use letters, digits"),
+    ("bob", "short", "password", "at least 8 characters"),
+    ("bob", "", "password", "This field is required."),
+])
+def test_register_validation_rerenders_with_message_and_input(client, auth, app, username,
+                                                              password, field, message):
+    response = auth.register(username, password)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert f'id="{field}-error"' in html and message in html
+    assert 'aria-describedby="%s-error"' % field in html
+    if username:
+        assert 'value="%s"' % username.replace("<", "&lt;").replace(">", "&gt;") in html
+    assert password not in html.replace('name="password"', "") or not password
+    assert count_rows(app, "users") == 0
+
+
+def test_register_duplicate_username_is_a_form_error(client, auth):
+    auth.register("Alice")
+    auth.logout()
+    html = auth.register("ALICE").get_data(as_text=True)
+    assert "That username is already taken." in html
+
+
+def test_missing_form_fields_are_messages_not_bare_400(client, auth):
+    response = client.post("/register", data={"csrf_token": auth.token("/register")})
+    assert response.status_code == 200
+    assert "This field is required." in response.get_data(as_text=True)
+
+
+def test_login_and_logout(client, auth):
+    auth.register()
+    auth.logout()
+    response = auth.login()
+    assert response.status_code == 302
+    assert "Signed in as" in client.get("/").get_data(as_text=True)
+    assert auth.logout().status_code == 302
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("username, password", [("alice", "Tr0ub4dor&3-guess"),
+                                                ("nobody", PASSWORD), ("", "")])
+def test_login_failure_has_one_message_and_keeps_the_username(auth, username, password):
+    auth.register()
+    auth.logout()
+    html = auth.login(username, password).get_data(as_text=True)
+    assert "Unknown username or wrong password." in html
+    assert f'value="{username}"' in html
+    assert password not in html or not password
+
+
+def test_logout_requires_post(client):
+    response = client.get("/logout")
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+
+
+@pytest.mark.parametrize("next_url, expected", [
+    ("/notes?page=2", "/notes?page=2"),
+    ("/search?q=x", "/search?q=x"),
+    ("https://evil.example", "/notes"),
+    ("//evil.example", "/notes"),
+    ("/\\evil.example", "/notes"),
+    ("javascript:alert(1)", "/notes"),
+    ("/\t/evil.example", "/notes"),
+    ("/notes\r\nSet-Cookie: x=y", "/notes"),
+])
+def test_login_next_only_goes_to_this_site(client, auth, next_url, expected):
+    auth.register()
+    auth.logout()
+    assert auth.login(next=next_url).headers["Location"] == expected
+
+
+def test_login_required_redirects_with_next(client, auth):
+    response = client.get("/notes?page=2")
+    assert response.headers["Location"] == "/login?next=/notes?page%3D2"
+    auth.register()
+    auth.logout()
+    assert auth.login(next="/notes?page=2").headers["Location"] == "/notes?page=2"
+
+
+def test_note_create_edit_delete(client, logged_in, app):
+    token = logged_in.token("/notes")
+    response = client.post("/notes", data={"title": "First", "body": "hello", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == "/notes"
+    note_id = int(re.search(r"/notes/(\d+)/edit", client.get("/notes").get_data(as_text=True))[1])
+    edit = client.get(f"/notes/{note_id}/edit").get_data(as_text=True)
+    assert 'value="First"' in edit and ">hello</textarea>" in edit
+    client.post(f"/notes/{note_id}/edit", data={"title": "Renamed", "body": "", "csrf_token": token})
+    assert "Renamed" in client.get("/notes").get_data(as_text=True)
+    assert client.post(f"/notes/{note_id}/delete", data={"csrf_token": token}).status_code == 302
+    assert count_rows(app, "notes") == 0
+
+
+def test_note_form_errors_keep_input(client, logged_in, app):
+    token = logged_in.token("/notes")
+    html = client.post("/notes", data={"title": "  ", "body": "keep me", "csrf_token": token}
+                       ).get_data(as_text=True)
+    assert "This field is required." in html and ">keep me</textarea>" in html
+    html = client.post("/notes", data={"title": "x" * 201, "body": "", "csrf_token": token}
+                       ).get_data(as_text=True)
+    assert "at most 200 characters" in html
+    assert count_rows(app, "notes") == 0
+
+
+def test_notes_of_another_user_are_404(client, logged_in):
+    headers = api_headers(client, "mallory")
+    note_id = client.post("/api/notes", json={"title": "secret"}, headers=headers).json["id"]
+    token = logged_in.token("/notes")
+    assert client.get(f"/notes/{note_id}/edit").status_code == 404
+    assert client.post(f"/notes/{note_id}/delete", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/notes/{note_id}/edit",
+                       data={"title": "pwned", "csrf_token": token}).status_code == 404
+    assert client.get(f"/api/notes/{note_id}", headers=headers).json["title"] == "secret"
+
+
+@pytest.mark.parametrize("make_token", [
+    lambda auth: None,
+    lambda auth: "",
+    lambda auth: "wrong-token",
+    lambda auth: AuthActions(auth.client.application.test_client()).token(),
+])
+def test_csrf_failures_are_400_and_write_nothing(client, logged_in, app, make_token):
+    token = make_token(logged_in)
+    data = {"title": "should not exist"}
+    if token is not None:
+        data["csrf_token"] = token
+    response = client.post("/notes", data=data)
+    assert response.status_code == 400
+    assert "CSRF token" in response.get_data(as_text=True)
+    assert count_rows(app, "notes") == 0
+
+
+def test_csrf_token_from_the_header_works(client, logged_in, app):
+    token = logged_in.token("/notes")
+    response = client.post("/notes", data={"title": "via header"}, headers={"X-CSRFToken": token})
+    assert response.status_code == 302 and count_rows(app, "notes") == 1
+
+
+def test_csrf_token_dies_with_the_session(client, logged_in, app):
+    token = logged_in.token("/notes")
+    logged_in.logout()
+    logged_in.login()
+    response = client.post("/notes", data={"title": "old token", "csrf_token": token})
+    assert response.status_code == 400 and count_rows(app, "notes") == 0
+
+
+def test_register_without_csrf_writes_nothing(client, app):
+    response = client.post("/register", data={"username": "eve", "password": PASSWORD})
+    assert response.status_code == 400 and count_rows(app, "users") == 0
+
+
+# ---------------------------------------------------------------------------
+# 6. REST APIs with Flask (MethodView)
+# ---------------------------------------------------------------------------
+
+def test_hello_resource(client):
+    assert client.get("/api/hello").json == {"message": "Hello, World"}
+
+
+def test_note_crud_through_the_api(client):
+    headers = api_headers(client)
+    created = client.post("/api/notes", json={"title": "API", "body": "b"}, headers=headers)
+    assert created.status_code == 201
+    note = created.json
+    assert created.headers["Location"] == f"/api/notes/{note['id']}"
+    assert client.get(created.headers["Location"], headers=headers).json == note
+    put = client.put(f"/api/notes/{note['id']}", json={"title": "T2", "body": "B2"}, headers=headers)
+    assert put.status_code == 200 and put.json["title"] == "T2" and put.json["body"] == "B2"
+    patch = client.patch(f"/api/notes/{note['id']}", json={"body": "B3"}, headers=headers)
+    assert patch.json["title"] == "T2" and patch.json["body"] == "B3"
+    deleted = client.delete(f"/api/notes/{note['id']}", headers=headers)
+    assert deleted.status_code == 204 and deleted.data == b""
+    assert client.get(f"/api/notes/{note['id']}", headers=headers).status_code == 404
+
+
+def test_another_users_note_is_404_for_every_method(client):
+    owner = api_headers(client, "owner")
+    other = api_headers(client, "other")
+    note_id = client.post("/api/notes", json={"title": "mine"}, headers=owner).json["id"]
+    url = f"/api/notes/{note_id}"
+    for method, body in [("get", None), ("put", {"title": "x", "body": "y"}),
+                         ("patch", {"title": "x"}), ("delete", None)]:
+        response = getattr(client, method)(url, json=body, headers=other)
+        assert response.status_code == 404, method
+        assert response.json == client.get("/api/notes/999999", headers=other).json
+    assert client.get(url, headers=owner).json["title"] == "mine"
+    assert client.get("/api/notes", headers=other).json["total"] == 0
+
+
+@pytest.mark.parametrize("url, allow", [("/api/notes", "GET, HEAD, OPTIONS, POST"),
+                                        ("/api/notes/1", "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+                                        ("/api/hello", "GET, HEAD, OPTIONS")])
+def test_wrong_method_is_405_with_allow(client, url, allow):
+    response = client.open(url, method="BREW")
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == set(allow.split(", "))
+    assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("kwargs", [{"data": "title=x"},
+                                    {"data": '{"title": "x"}', "content_type": "text/plain"},
+                                    {}])
+def test_body_that_is_not_json_is_415(client, kwargs):
+    response = client.post("/api/notes", headers=api_headers(client), **kwargs)
+    assert response.status_code == 415 and response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("body", ['{"title": ', "{'title': 'x'}", '{"title": "x"} trailing',
+                                  b'{"title": "\xff\xfe"}', "[" * 100_000 + "]" * 100_000])
+def test_malformed_json_is_400(client, body):
+    response = client.post("/api/notes", data=body, content_type="application/json",
+                           headers=api_headers(client))
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("body, errors", [
+    ({}, {"title": "This field is required."}),
+    ({"title": ""}, {"title": "This field is required."}),
+    ({"title": 5}, {"title": "Must be a string."}),
+    ({"title": None}, {"title": "Must be a string."}),
+    ({"title": "x" * 201}, {"title": "Must be at most 200 characters."}),
+    ({"title": "x", "body": ["a"]}, {"body": "Must be a string."}),
+    ({"title": "x", "colour": "red"}, {"colour": "Unknown field."}),
+    ({"title": "x", "user_id": 1, "id": 9}, {"user_id": "Unknown field.", "id": "Unknown field."}),
+])
+def test_invalid_fields_are_422_with_details(client, app, body, errors):
+    response = client.post("/api/notes", json=body, headers=api_headers(client))
+    assert response.status_code == 422
+    assert response.json["errors"] == errors
+    assert count_rows(app, "notes") == 0
+
+
+@pytest.mark.parametrize("body", ["null", "[]", "42", '"title"', "true"])
+def test_json_that_is_not_an_object_is_422(client, body):
+    response = client.post("/api/notes", data=body, content_type="application/json",
+                           headers=api_headers(client))
+    assert response.status_code == 422 and "must be an object" in response.json["detail"]
+
+
+def test_put_replaces_patch_changes_only_what_is_sent(client):
+    headers = api_headers(client)
+    note_id = client.post("/api/notes", json={"title": "t", "body": "b"}, headers=headers).json["id"]
+    response = client.put(f"/api/notes/{note_id}", json={"body": "b2"}, headers=headers)
+    assert response.status_code == 422 and response.json["errors"] == {"title": "This field is required."}
+    replaced = client.put(f"/api/notes/{note_id}", json={"title": "only"}, headers=headers).json
+    assert (replaced["title"], replaced["body"]) == ("only", "")
+    patched = client.patch(f"/api/notes/{note_id}", json={"body": "new"}, headers=headers).json
+    assert (patched["title"], patched["body"]) == ("only", "new")
+    assert client.patch(f"/api/notes/{note_id}", json={}, headers=headers).json == patched
+
+
+def test_collection_pagination_and_search(client):
+    headers = api_headers(client)
+    for n in range(25):
+        client.post("/api/notes", json={"title": f"note {n}", "body": "even" if n % 2 == 0 else ""},
+                    headers=headers)
+    first = client.get("/api/notes?per_page=10", headers=headers).json
+    assert (first["total"], first["pages"], len(first["items"])) == (25, 3, 10)
+    assert first["items"][0]["title"] == "note 24"
+    last = client.get("/api/notes?per_page=10&page=7", headers=headers).json
+    assert last["page"] == 3 and len(last["items"]) == 5
+    capped = client.get("/api/notes?per_page=100000", headers=headers).json
+    assert capped["per_page"] == tour.API_MAX_PAGE_SIZE
+    assert client.get("/api/notes?per_page=abc", headers=headers).json["per_page"] == 1
+    found = client.get("/api/notes?q=EVEN", headers=headers).json
+    assert found["total"] == 13
+
+
+@pytest.mark.parametrize("note_id", ["0", "-1", "99999999999999999999", "abc"])
+def test_impossible_note_ids_are_404(client, note_id):
+    response = client.get(f"/api/notes/{note_id}", headers=api_headers(client))
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+
+
+def test_openapi_describes_every_api_route(client, app):
+    document = client.get("/api/openapi.json").json
+    assert document["openapi"].startswith("3.1")
+    assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+            assert path in document["paths"], path
+            methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
+            assert methods == set(document["paths"][path]), path
+            for operation in document["paths"][path].values():
+                assert operation["responses"]
+
+
+def test_openapi_schemas_match_the_validation_rules(client):
+    schemas = client.get("/api/openapi.json").json["components"]["schemas"]
+    assert schemas["NoteInput"]["properties"]["title"]["maxLength"] == 200
+    assert schemas["Credentials"]["properties"]["username"]["pattern"] == "^[A-Za-z0-9_.-]+$"
+
+
+# ---------------------------------------------------------------------------
+# 7. JSON responses (jsonify)
+# ---------------------------------------------------------------------------
+
+def test_data_is_the_cheat_sheet_json(client):
+    response = client.get("/data")
+    assert response.mimetype == "application/json"
+    assert response.json == {"name": "Nutan", "role": "DevOps Engineer"}
+
+
+@pytest.mark.parametrize("method, url", [("get", "/api/nope"), ("get", "/api/notes"),
+                                         ("post", "/api/token"), ("get", "/api/notes/1")])
+def test_api_errors_are_problem_json(client, method, url):
+    response = getattr(client, method)(url)
+    assert response.status_code >= 400
+    assert response.mimetype == "application/problem+json"
+    assert {"type", "title", "status", "detail"} <= set(response.json)
+    assert response.json["status"] == response.status_code
+
+
+def test_pages_answer_json_errors_to_clients_that_prefer_json(client):
+    response = client.get("/no-such-page", headers={"Accept": "application/json"})
+    assert response.status_code == 404 and response.json["title"] == "Not Found"
+    assert client.get("/no-such-page", headers={"Accept": "*/*"}).mimetype == "text/html"
+
+
+# ---------------------------------------------------------------------------
+# 8. Flask configurations & environment variables
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def clean_environment(monkeypatch, tmp_path):
+    """No FLASK_* or APP_SETTINGS from the outside, and an empty working directory."""
+    for key in list(os.environ):
+        if key.startswith("FLASK_") or key == "APP_SETTINGS":
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_settings_precedence(clean_environment, tmp_path):
+    settings = tmp_path / "settings.py"
+    settings.write_text("JWT_ACCESS_TOKEN_EXPIRES = 100\nLOGIN_MAX_FAILURES = 7\n"
+                        "MAX_CONTENT_LENGTH = 2048\n")
+    clean_environment.setenv("APP_SETTINGS", str(settings))
+    clean_environment.setenv("FLASK_JWT_ACCESS_TOKEN_EXPIRES", "200")
+    clean_environment.setenv("FLASK_MAX_CONTENT_LENGTH", "4096")
+    app = create_app({"TESTING": True, "MAX_CONTENT_LENGTH": 8192}, instance_path=str(tmp_path / "i"))
+    assert app.config["LOGIN_MAX_FAILURES"] == 7
+    assert app.config["JWT_ACCESS_TOKEN_EXPIRES"] == 200
+    assert app.config["MAX_CONTENT_LENGTH"] == 8192
+    assert app.config["LOGIN_FAILURE_WINDOW"] == 900
+    sources = app.extensions["config_sources"]
+    assert sources["LOGIN_MAX_FAILURES"] == "APP_SETTINGS file"
+    assert sources["JWT_ACCESS_TOKEN_EXPIRES"] == "FLASK_* environment variable"
+    assert sources["MAX_CONTENT_LENGTH"] == "create_app() argument"
+    assert sources["LOGIN_FAILURE_WINDOW"] == "Flask Tour default"
+
+
+def test_dotenv_fills_but_never_overrides_the_environment(clean_environment, tmp_path):
+    (tmp_path / ".env").write_text("FLASK_LOGIN_MAX_FAILURES=9\nFLASK_TRUSTED_PROXIES=3\n")
+    clean_environment.setenv("FLASK_TRUSTED_PROXIES", "1")
+    try:
+        app = create_app({"TESTING": True}, instance_path=str(tmp_path / "i"))
+        assert app.config["LOGIN_MAX_FAILURES"] == 9
+        assert app.config["TRUSTED_PROXIES"] == 1
+    finally:
+        os.environ.pop("FLASK_LOGIN_MAX_FAILURES", None)
+
+
+def test_no_configuration_generates_one_private_secret_key(clean_environment, tmp_path):
+    instance = tmp_path / "instance"
+    first = create_app(instance_path=str(instance))
+    second = create_app(instance_path=str(instance))
+    key_file = instance / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert first.config["SECRET_KEY"] == second.config["SECRET_KEY"] == key_file.read_text().strip()
+    assert len(first.config["SECRET_KEY"]) == 64
+    assert first.config["DATABASE"] == str(instance / "flask_tour.sqlite")
+    assert not first.debug
+    assert first.test_client().get("/").status_code == 200
+
+
+@pytest.mark.parametrize("key", ["", "short", tour.EXAMPLE_SECRET])
+def test_weak_secret_keys_are_refused_outside_testing(clean_environment, tmp_path, key):
+    with pytest.raises(RuntimeError, match="FLASK_SECRET_KEY"):
+        create_app({"SECRET_KEY": key}, instance_path=str(tmp_path))
+    assert create_app({"SECRET_KEY": key, "TESTING": True}, instance_path=str(tmp_path))
+
+
+def test_config_page_masks_secrets_and_shows_sources(client, app):
+    page = client.get("/config").get_data(as_text=True)
+    assert TEST_SECRET not in page and JWT_TEST_KEY not in page
+    assert "secret_key" not in page.replace("SECRET_KEY", "")
+    assert re.search(r"<code>SECRET_KEY</code></th><td><code>•+ \(hidden\)</code></td>", page)
+    assert re.search(r"<code>MAX_CONTENT_LENGTH</code></th><td><code>1048576</code></td>"
+                     r"<td>Flask Tour default</td>", page)
+    assert "create_app() argument" in page
+
+
+# ---------------------------------------------------------------------------
+# 9. Database integration (sqlite3)
+# ---------------------------------------------------------------------------
+
+def test_get_db_is_one_connection_per_request_closed_at_teardown(app):
+    with app.app_context():
+        db = tour.get_db()
+        assert tour.get_db() is db
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.execute("SELECT 1")
+
+
+def test_schema_is_created_on_first_use(app):
+    assert not os.path.exists(app.config["DATABASE"])
+    with app.app_context():
+        tables = {row[0] for row in tour.get_db().execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"users", "notes", "login_failures", "revoked_tokens"} <= tables
+
+
+def test_init_db_command_recreates_the_schema(runner, client, app):
+    api_headers(client)
+    result = runner.invoke(args=["init-db"])
+    assert "Initialized the database" in result.output
+    assert count_rows(app, "users") == 0
+
+
+# ---------------------------------------------------------------------------
+# 10. Models (an ORM-style layer over sqlite3)
+# ---------------------------------------------------------------------------
+
+def test_user_model(app):
+    with app.app_context():
+        user = User.create("Grace", PASSWORD)
+        assert User.get(user.id) == user and User.find("grace") == user
+        assert user.check_password(PASSWORD) and not user.check_password("nope")
+        assert user.password_hash.startswith("pbkdf2:") and PASSWORD not in user.password_hash
+        with pytest.raises(UsernameTaken):
+            User.create("GRACE", PASSWORD)
+        assert User.get(0) is None and User.get(2**80) is None and User.get("1") is None
+
+
+def test_note_model_and_cascade(app):
+    with app.app_context():
+        user = User.create("grace", PASSWORD)
+        note = Note.create(user.id, "t", "b")
+        assert Note.get_for_user(note.id, user.id) == note
+        assert Note.get_for_user(note.id, user.id + 1) is None
+        assert Note.get_for_user(2**64, user.id) is None
+        note.update(body="changed")
+        assert Note.get_for_user(note.id, user.id).body == "changed" and note.title == "t"
+        assert Note.page_for_user(user.id, 1, 10).total == 1
+        user.delete()
+        assert Note.get_for_user(note.id, user.id) is None
+
+
+@pytest.mark.parametrize("text", ["' OR 1=1 --", '"; DROP TABLE users; --', "%' --", "\\"])
+def test_sql_injection_is_stored_as_text(app, text):
+    with app.app_context():
+        user = User.create("grace", PASSWORD)
+        other = User.create("other", PASSWORD)
+        Note.create(other.id, "other's note", "")
+        note = Note.create(user.id, text, text)
+        assert Note.get_for_user(note.id, user.id).title == text
+        found = Note.search(user.id, text, 1, 10)
+        assert [n.id for n in found.items] == [note.id]
+        assert User.find(text) is None
+    assert count_rows(app, "users") == 2
+
+
+def test_duplicate_username_is_409_on_the_api(client):
+    client.post("/api/users", json={"username": "Alice", "password": PASSWORD})
+    response = client.post("/api/users", json={"username": "aLiCe", "password": PASSWORD})
+    assert response.status_code == 409 and response.mimetype == "application/problem+json"
+
+
+# ---------------------------------------------------------------------------
+# 11. Authentication & JWT
+# ---------------------------------------------------------------------------
+
+KEY = JWT_TEST_KEY.encode()
+
+
+def forge(header, claims, key=KEY):
+    """A token with any header and claims, signed with HS256."""
+    segments = [tour.b64url_encode(json.dumps(part).encode()) for part in (header, claims)]
+    signing_input = ".".join(segments)
+    return f"{signing_input}.{tour.b64url_encode(tour.hs256(key, signing_input))}"
+
+
+def test_jwt_round_trip():
+    claims = {"sub": "1", "exp": time.time() + 60}
+    assert jwt_decode(jwt_encode(claims, KEY), KEY) == claims
+
+
+def test_token_endpoint_and_me(client):
+    client.post("/api/users", json={"username": "alice", "password": PASSWORD})
+    response = client.post("/api/token", json={"username": "alice", "password": PASSWORD})
+    body = response.json
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+    assert response.headers["Cache-Control"] == "no-store"
+    claims = jwt_decode(body["access_token"], KEY)
+    assert set(claims) == {"sub", "iat", "exp", "jti"} and claims["exp"] - claims["iat"] == 900
+    me = client.get("/api/me", headers={"Authorization": "Bearer " + body["access_token"]})
+    assert me.json["username"] == "alice" and "password_hash" not in me.json
+
+
+def test_token_lifetime_is_configurable(app, client):
+    app.config["JWT_ACCESS_TOKEN_EXPIRES"] = 60
+    client.post("/api/users", json={"username": "alice", "password": PASSWORD})
+    assert client.post("/api/token", json={"username": "alice", "password": PASSWORD}
+                       ).json["expires_in"] == 60
+
+
+# A token made by PyJWT 2 (jwt.encode({"sub": "1", "exp": 4102444800}, JWT_TEST_KEY)):
+# a standard library's token must verify with our code.
+PYJWT_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
+               "Qe_c7VelRNlARf8s8FxMt4vxplUUgwSKEnJaVsgDLGg")
+
+
+def test_tokens_from_a_standard_library_are_accepted():
+    assert jwt_decode(PYJWT_TOKEN, KEY) == {"sub": "1", "exp": 4102444800}
+
+
+def test_missing_token_is_401_with_bare_bearer_challenge(client):
+    for headers in ({}, {"Authorization": "Basic YTpi"}, {"Authorization": "Bearer"}):
+        response = client.get("/api/me", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def invalid_tokens():
+    now = int(time.time())
+    good = {"sub": "1", "exp": now + 600}
+    header = {"alg": "HS256", "typ": "JWT"}
+    valid = forge(header, good)
+    flipped = valid[:-3] + ("A" if valid[-3] != "A" else "B") + valid[-2:]
+    return {
+        "two segments": ".".join(valid.split(".")[:2]),
+        "four segments": valid + ".x",
+        "bad base64": valid.replace(".", ".*", 1),
+        "padding": valid + "=",
+        "not json": "bm90IGpzb24." + valid.split(".", 1)[1],
+        "alg none": forge({"alg": "none"}, good).rsplit(".", 1)[0] + ".",
+        "alg HS512": forge({"alg": "HS512"}, good),
+        "no alg": forge({"typ": "JWT"}, good),
+        "other key": forge(header, good, b"another-key-that-is-long-enough-0123456789"),
+        "flipped signature": flipped,
+        "no exp": forge(header, {"sub": "1"}),
+        "expired": forge(header, {"sub": "1", "exp": now - 3600}),
+        "future nbf": forge(header, {**good, "nbf": now + 3600}),
+        "string exp": forge(header, {"sub": "1", "exp": str(now + 600)}),
+        "unknown user": forge(header, {"sub": "999", "exp": now + 600}),
+        "too long": forge(header, {**good, "pad": "x" * 5000}),
+    }
+
+
+@pytest.mark.parametrize("name", list(invalid_tokens()))
+def test_invalid_tokens_are_401_invalid_token(client, name):
+    api_headers(client)  # user 1 exists
+    token = invalid_tokens()[name]
+    response = client.get("/api/me", headers={"Authorization": "Bearer " + token})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api", error="invalid_token"'
+    assert response.mimetype == "application/problem+json"
+
+
+def test_token_of_a_deleted_user_is_rejected(client, app):
+    headers = api_headers(client)
+    with app.app_context():
+        User.find("alice").delete()
+    assert client.get("/api/me", headers=headers).status_code == 401
+
+
+def test_api_logout_revokes_the_token(client):
+    headers = api_headers(client)
+    assert client.post("/api/logout", headers=headers).status_code == 204
+    response = client.get("/api/me", headers=headers)
+    assert response.status_code == 401 and "revoked" in response.json["detail"]
+    assert client.get("/api/me", headers=api_headers(client)).status_code == 200
+
+
+def test_api_ignores_the_session_cookie(client, logged_in):
+    assert "Signed in as" in client.get("/").get_data(as_text=True)
+    assert client.get("/api/me").status_code == 401
+    assert client.post("/api/notes", json={"title": "x"}).status_code == 401
+
+
+def test_session_is_cleared_on_login(client, auth):
+    auth.register()
+    auth.logout()
+    with client.session_transaction() as session:
+        session["planted"] = "by an attacker"
+    auth.login()
+    with client.session_transaction() as session:
+        assert "planted" not in session and "user_id" in session
+
+
+def test_session_cookie_flags(client, auth, app):
+    cookie = auth.register().headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
+    https = app.test_client()
+    cookie = https.get("/login", base_url="https://localhost").headers["Set-Cookie"]
+    assert "Secure" in cookie
+
+
+def test_repeated_failed_logins_are_throttled(client, auth, app):
+    auth.register()
+    auth.logout()
+    for _ in range(5):
+        assert auth.login(password="wrong password").status_code == 200
+    locked = auth.login()
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 800
+    api = client.post("/api/token", json={"username": "alice", "password": PASSWORD})
+    assert api.status_code == 429 and api.mimetype == "application/problem+json"
+    assert "Retry-After" in api.headers
+
+
+def test_a_successful_login_resets_the_failure_count(client, auth, app):
+    auth.register()
+    auth.logout()
+    for _ in range(4):
+        auth.login(password="wrong password")
+    assert auth.login().status_code == 302
+    auth.logout()
+    for _ in range(4):
+        assert auth.login(password="wrong password").status_code == 200
+    assert auth.login().status_code == 302
+
+
+# ---------------------------------------------------------------------------
+# 12. Middleware / request hooks
+# ---------------------------------------------------------------------------
+
+def test_request_id_is_kept_when_well_formed(client):
+    assert client.get("/data", headers={"X-Request-ID": "abc.DEF-1_2"}).headers["X-Request-ID"] \
+        == "abc.DEF-1_2"
+
+
+@pytest.mark.parametrize("incoming", ["", "has space", "x" * 65, "<script>", "a\u00e9"])
+def test_malformed_request_ids_are_replaced(client, incoming):
+    response = client.get("/data", headers={"X-Request-ID": incoming})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+@pytest.mark.parametrize("url", ["/", "/data", "/api/notes", "/no-such-page", "/static/style.css",
+                                 "/errors/500"])
+def test_every_response_has_the_hook_headers(client, url):
+    headers = client.get(url).headers
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert re.fullmatch(r"app;dur=\d+\.\d", headers["Server-Timing"])
+    assert "Strict-Transport-Security" not in headers
+
+
+def test_hsts_only_over_https(client):
+    response = client.get("/", base_url="https://localhost")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_access_log_line(client, caplog):
+    with caplog.at_level("INFO", logger="app"):
+        response = client.get("/data", headers={"X-Request-ID": "trace-me"})
+    assert response.status_code == 200
+    assert re.search(r"GET /data 200 \d+\.\dms trace-me", caplog.text)
+
+
+def test_hooks_page_shows_this_request(client, logged_in):
+    response = client.get("/hooks", headers={"X-Request-ID": "hook-demo"})
+    page = response.get_data(as_text=True)
+    assert "<code>hook-demo</code> (kept from your X-Request-ID header)" in page
+    assert "alice" in page and "Content-Security-Policy" in page
+
+
+# ---------------------------------------------------------------------------
+# 13. Error handling & custom error pages
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", sorted(tour.DEMO_ERRORS))
+def test_error_demo_pages(client, code):
+    response = client.get(f"/errors/{code}")
+    page = response.get_data(as_text=True)
+    assert response.status_code == code and response.mimetype == "text/html"
+    assert f"<h1>{code} · {tour.HTTP_ERROR_TITLES[code]}</h1>" in page
+    assert 'class="site-header"' in page and "Traceback" not in page
+
+
+def test_error_demo_headers(client):
+    assert client.get("/errors/405").headers["Allow"] == "POST"
+    assert client.get("/errors/429").headers["Retry-After"] == "60"
+    assert client.get("/errors/999").status_code == 404
+
+
+def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client, caplog):
+    with caplog.at_level("ERROR", logger="app"):
+        response = client.get("/errors/500")
+    assert "Traceback" in caplog.text and "A deliberate crash" in caplog.text
+    assert "deliberate" not in response.get_data(as_text=True)
+    api = client.get("/errors/500", headers={"Accept": "application/json"})
+    assert api.json["status"] == 500 and "deliberate" not in api.get_data(as_text=True)
+
+
+def test_oversize_bodies_are_413(client, app):
+    big = "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
+    page = client.post("/register", data={"username": big})
+    assert page.status_code == 413 and page.mimetype == "text/html"
+    api = client.post("/api/users", data=big, content_type="application/json")
+    assert api.status_code == 413 and api.mimetype == "application/problem+json"
+
+
+# ---------------------------------------------------------------------------
+# 14. Deployment (Gunicorn + Nginx, Docker)
+# ---------------------------------------------------------------------------
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok", "database": "ok"}
+
+
+def test_healthz_is_503_without_a_database(tmp_path, caplog):
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "missing" / "db.sqlite")},
+                     instance_path=str(tmp_path / "i"))
+    with caplog.at_level("ERROR", logger="app"):
+        response = app.test_client().get("/healthz")
+    assert response.status_code == 503 and response.json["database"] == "unavailable"
+    assert "Health check failed" in caplog.text
+
+
+def test_database_errors_are_503_not_500(tmp_path):
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "missing" / "db.sqlite")},
+                     instance_path=str(tmp_path / "i"))
+    client = app.test_client()
+    page = client.get("/login")
+    page = client.post("/login", data={"username": "a", "password": "b", "csrf_token": csrf_from(page)})
+    assert page.status_code == 503 and page.headers["Retry-After"] and page.mimetype == "text/html"
+    api = client.post("/api/token", json={"username": "abc", "password": PASSWORD})
+    assert api.status_code == 503 and api.mimetype == "application/problem+json"
+
+
+def test_proxy_headers_are_ignored_by_default(client):
+    page = client.get("/hooks", headers={"X-Forwarded-For": "203.0.113.9",
+                                         "X-Forwarded-Proto": "https"}).get_data(as_text=True)
+    assert "203.0.113.9" not in page and "<code>http</code>" in page
+
+
+def test_proxy_fix_when_configured(tmp_path):
+    app = create_app({"TESTING": True, "TRUSTED_PROXIES": 1,
+                      "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+    response = app.test_client().get("/hooks", headers={
+        "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
+    page = response.get_data(as_text=True)
+    assert "<code>203.0.113.9</code>" in page and "<code>https</code>" in page
+    assert "Strict-Transport-Security" in response.headers
+
+
+def free_port():
+    """An unused TCP port on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc, port):
+        self.proc, self.port = proc, port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def run_gunicorn(tmp_path, workers=2, env=None, port=None, args=()):
+    """Run `gunicorn app:app` on loopback until the block ends, then stop it by pid."""
+    port = port or free_port()
+    environment = {**os.environ, "FLASK_DATABASE": str(tmp_path / "gunicorn.sqlite"),
+                   "FLASK_SECRET_KEY": TEST_SECRET, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), *args],
+        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = Server(proc, port)
+    try:
+        wait_until_healthy(server)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def wait_until_healthy(server, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError("gunicorn exited: " + server.proc.stderr.read().decode())
+        try:
+            with urllib.request.urlopen(server.url + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("gunicorn did not become healthy")
+
+
+def test_gunicorn_serves_the_tour(tmp_path):
+    with run_gunicorn(tmp_path) as server:
+        with urllib.request.urlopen(server.url + "/") as response:
+            page = response.read().decode()
+    assert all(f'href="/topics/{n}"' in page for n in range(1, 15))
