@@ -847,6 +847,8 @@ def connect(path):
     db = sqlite3.connect(path, timeout=5, isolation_level=None)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA foreign_keys = ON")
+    # With WAL, NORMAL still survives a crashed process; only a power cut may lose the last commits.
+    db.execute("PRAGMA synchronous = NORMAL")
     return db
 
 
@@ -870,18 +872,15 @@ def close_db(exception=None):
 # and deletes it, which is slow. One idle connection per process, kept open for
 # good, means that never happens within a worker; requests still open and close
 # their own connection on `g` as the cheat sheet teaches.
-_kept_open = {}
-
-
 def keep_database_open(path):
     """Open the process's idle connection to `path` once, creating the schema."""
+    kept_open = current_app.extensions.setdefault("kept_open_databases", {})
     key = (os.getpid(), path)  # a forked worker opens its own
-    if key not in _kept_open:
+    if key not in kept_open:
         db = connect(path)
         db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash never loses a commit
         db.executescript(SCHEMA)
-        _kept_open[key] = db
+        kept_open[key] = db
 
 
 def init_db(path):
