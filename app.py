@@ -471,77 +471,82 @@ class NoteAPI(MethodView):
         return Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
 
 
+BODY_ERRORS = (400, 413, 415, 422)  # what a JSON body can get wrong
+
+
 def openapi_document():
     """An OpenAPI 3.1 description of every /api route."""
-    note = {"type": "object", "properties": {
-        "id": {"type": "integer"}, **field_schemas(NOTE_FIELDS),
-        "created_at": {"type": "string"}, "updated_at": {"type": "string"}}}
-    credentials = {"type": "object", "required": list(USER_FIELDS),
-                   "additionalProperties": False, "properties": field_schemas(USER_FIELDS)}
-    note_input = {"type": "object", "additionalProperties": False,
-                  "properties": field_schemas(NOTE_FIELDS)}
-    schemas = {
-        "Note": note, "NoteInput": {**note_input, "required": ["title"]},
-        "NotePatch": note_input,
-        "Credentials": credentials,
-        "User": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "username": {"type": "string"},
-            "created_at": {"type": "string"}}},
-        "Token": {"type": "object", "properties": {
-            "access_token": {"type": "string"}, "token_type": {"const": "Bearer"},
-            "expires_in": {"type": "integer"}}},
-        "NotePage": {"type": "object", "properties": {
-            "items": {"type": "array", "items": ref("Note")}, "page": {"type": "integer"},
-            "per_page": {"type": "integer"}, "total": {"type": "integer"},
-            "pages": {"type": "integer"}}},
-        "Problem": {"type": "object", "properties": {
-            "type": {"type": "string"}, "title": {"type": "string"},
-            "status": {"type": "integer"}, "detail": {"type": "string"},
-            "errors": {"type": "object", "additionalProperties": {"type": "string"}}}},
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Flask Tour API", "version": "1.0.0"},
+        "servers": [{"url": request.script_root or "/"}],
+        "paths": openapi_paths(),
+        "components": {"schemas": openapi_schemas(), "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
     }
+
+
+def openapi_paths():
+    """The operations of every /api route."""
     note_id = [{"name": "note_id", "in": "path", "required": True,
                 "schema": {"type": "integer", "minimum": 1}}]
     paging = [{"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
               for name in ("page", "per_page")] + [
               {"name": "q", "in": "query", "schema": {"type": "string"}}]
-    secured = {"security": [{"bearerAuth": []}]}
-    paths = {
-        "/api/hello": {"get": operation("The cheat sheet's Hello resource", {"200": ok({
-            "type": "object", "properties": {"message": {"type": "string"}}})}, security=[])},
-        "/api/users": {"post": operation("Register", {"201": ok(ref("User")), **errors_of(
-            400, 409, 415, 422)}, body=ref("Credentials"), security=[])},
-        "/api/token": {"post": operation("Log in and get a Bearer token", {
-            "200": ok(ref("Token")), **errors_of(400, 401, 415, 422, 429)},
-            body=ref("Credentials"), security=[])},
-        "/api/logout": {"post": operation("Revoke the token used for this request", {
-            "204": {"description": "Revoked"}, **errors_of(401)}, **secured)},
-        "/api/me": {"get": operation("The caller", {"200": ok(ref("User")), **errors_of(401)},
-                                     **secured)},
-        "/api/notes": {
-            "get": operation("List your notes", {"200": ok(ref("NotePage")), **errors_of(401)},
-                             parameters=paging, **secured),
-            "post": operation("Create a note", {"201": ok(ref("Note")), **errors_of(
-                400, 401, 415, 422)}, body=ref("NoteInput"), **secured)},
-        "/api/notes/{note_id}": {
-            "get": operation("Read a note", {"200": ok(ref("Note")), **errors_of(401, 404)},
-                             parameters=note_id, **secured),
-            "put": operation("Replace a note", {"200": ok(ref("Note")), **errors_of(
-                400, 401, 404, 415, 422)}, parameters=note_id, body=ref("NoteInput"), **secured),
-            "patch": operation("Change some fields of a note", {"200": ok(ref("Note")), **errors_of(
-                400, 401, 404, 415, 422)}, parameters=note_id, body=ref("NotePatch"), **secured),
-            "delete": operation("Delete a note", {"204": {"description": "Deleted"},
-                                                  **errors_of(401, 404)},
-                                parameters=note_id, **secured)},
-        "/api/openapi.json": {"get": operation("This document", {"200": ok({"type": "object"})},
-                                               security=[])},
-    }
+    message = {"type": "object", "properties": {"message": {"type": "string"}}}
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "Flask Tour API", "version": "1.0.0"},
-        "servers": [{"url": request.script_root or "/"}],
-        "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": {
-            "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "/api/hello": {"get": operation("The cheat sheet's Hello resource", 200, message,
+                                        secured=False)},
+        "/api/users": {"post": operation("Register", 201, ref("User"), (*BODY_ERRORS, 409),
+                                         body="Credentials", secured=False)},
+        "/api/token": {"post": operation("Log in and get a Bearer token", 200, ref("Token"),
+                                         (*BODY_ERRORS, 401, 429), body="Credentials",
+                                         secured=False)},
+        "/api/logout": {"post": operation("Revoke the token used for this request", 204)},
+        "/api/me": {"get": operation("The caller", 200, ref("User"))},
+        "/api/notes": {
+            "get": operation("List your notes", 200, ref("NotePage"), parameters=paging),
+            "post": operation("Create a note", 201, ref("Note"), BODY_ERRORS, body="NoteInput")},
+        "/api/notes/{note_id}": {
+            "get": operation("Read a note", 200, ref("Note"), (404,), parameters=note_id),
+            "put": operation("Replace a note", 200, ref("Note"), (*BODY_ERRORS, 404),
+                             body="NoteInput", parameters=note_id),
+            "patch": operation("Change some fields of a note", 200, ref("Note"),
+                               (*BODY_ERRORS, 404), body="NotePatch", parameters=note_id),
+            "delete": operation("Delete a note", 204, errors=(404,), parameters=note_id)},
+        "/api/openapi.json": {"get": operation("This document", 200, {"type": "object"},
+                                               secured=False)},
+    }
+
+
+def openapi_schemas():
+    """JSON Schemas of the bodies, the note fields taken from the validation rules."""
+    def strings(*names):
+        return {name: {"type": "string"} for name in names}
+
+    def integers(*names):
+        return {name: {"type": "integer"} for name in names}
+
+    note_input = {"type": "object", "additionalProperties": False,
+                  "properties": field_schemas(NOTE_FIELDS)}
+    return {
+        "Note": {"type": "object", "properties": {
+            **integers("id"), **field_schemas(NOTE_FIELDS), **strings("created_at", "updated_at")}},
+        "NoteInput": {**note_input, "required": ["title"]},
+        "NotePatch": note_input,
+        "Credentials": {"type": "object", "required": list(USER_FIELDS),
+                        "additionalProperties": False, "properties": field_schemas(USER_FIELDS)},
+        "User": {"type": "object", "properties": {
+            **integers("id"), **strings("username", "created_at")}},
+        "Token": {"type": "object", "properties": {
+            **strings("access_token"), "token_type": {"const": "Bearer"},
+            **integers("expires_in")}},
+        "NotePage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": ref("Note")},
+            **integers("page", "per_page", "total", "pages")}},
+        "Problem": {"type": "object", "properties": {
+            **strings("type", "title", "detail"), **integers("status"),
+            "errors": {"type": "object", "additionalProperties": {"type": "string"}}}},
     }
 
 
@@ -550,27 +555,21 @@ def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def ok(schema):
-    """An OpenAPI success response with a JSON body."""
-    return {"description": "Success", "content": {"application/json": {"schema": schema}}}
-
-
-def errors_of(*statuses):
-    """OpenAPI problem+json responses for the given error statuses."""
-    return {str(status): {"description": HTTP_ERROR_TITLES.get(status, "Error"), "content": {
-        "application/problem+json": {"schema": ref("Problem")}}} for status in statuses}
-
-
-def operation(summary, responses, body=None, parameters=(), security=None):
-    """One OpenAPI operation object."""
-    result = {"summary": summary, "responses": responses}
+def operation(summary, status, schema=None, errors=(), body=None, parameters=(), secured=True):
+    """One OpenAPI operation; secured ones need a Bearer token and may answer 401."""
+    success = {"description": "Success"}
+    if schema:
+        success["content"] = {"application/json": {"schema": schema}}
+    problems = sorted({*errors, 401} if secured else set(errors))
+    result = {"summary": summary, "responses": {str(status): success, **{
+        str(code): {"description": HTTP_ERROR_TITLES[code],
+                    "content": {"application/problem+json": {"schema": ref("Problem")}}}
+        for code in problems}}, "security": [{"bearerAuth": []}] if secured else []}
     if body:
         result["requestBody"] = {"required": True,
-                                 "content": {"application/json": {"schema": body}}}
+                                 "content": {"application/json": {"schema": ref(body)}}}
     if parameters:
         result["parameters"] = list(parameters)
-    if security is not None:
-        result["security"] = security
     return result
 
 
