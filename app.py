@@ -31,6 +31,7 @@ from flask import (
     current_app,
     flash,
     g,
+    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -270,11 +271,31 @@ def register_url_parameters(app):
 # Templates live in templates/: `base.html` is the layout every page extends,
 # `_macros.html` holds the form-field and pagination macros. Jinja2 escapes
 # every `{{ value }}` in .html templates, and `url_for` builds every link, so
-# pages keep working when the app is mounted under a prefix.
+# pages keep working when the app is mounted under a prefix. In templates,
+# `url_for` remembers the links it has built (see `remembering_url_for`).
+
+
+def remembering_url_for(app):
+    """A `url_for` for templates that builds each distinct link only once."""
+    # Building a URL costs more than rendering the card around it, and the tour has dozens.
+    # A link depends only on the prefix, the endpoint and its arguments, so those are the key.
+    @functools.lru_cache(maxsize=4096)
+    def build(script_root, endpoint, arguments):
+        return app.url_for(endpoint, **dict(arguments))
+
+    def template_url_for(endpoint, **values):
+        if not has_request_context() or any(name.startswith("_") for name in values):
+            return url_for(endpoint, **values)  # _external, _anchor …: build it afresh
+        try:
+            return build(request.script_root, endpoint, tuple(sorted(values.items())))
+        except TypeError:  # an unhashable argument, such as a list
+            return url_for(endpoint, **values)
+    return template_url_for
 
 
 def register_templates(app):
-    """The cheat sheet's welcome page."""
+    """Template links, and the cheat sheet's welcome page."""
+    app.jinja_env.globals["url_for"] = remembering_url_for(app)
 
     @app.route("/welcome/<user>")
     def welcome(user):
@@ -1265,9 +1286,18 @@ def log_in(user):
 
 
 def load_logged_in_user():
-    """Put the session's user, or None, on `g.user`."""
+    """The session's user, or None."""
     user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
-    g.user = User.get(user_id) if user_id is not None else None
+    return User.get(user_id) if user_id is not None else None
+
+
+class RequestGlobals(Flask.app_ctx_globals_class):
+    """`flask.g`, whose `g.user` is loaded on first use instead of in a before_request hook."""
+
+    # Lazy, so JSON and pages that never look at the user never open the database.
+    @functools.cached_property
+    def user(self):
+        return load_logged_in_user()
 
 
 def safe_next_path(target):
@@ -1346,6 +1376,7 @@ def me_api():
 def register_auth(app):
     """Sessions whose cookie is Secure over HTTPS, and the account endpoints of the API."""
     app.session_interface = HttpsAwareSessionInterface()
+    app.app_ctx_globals_class = RequestGlobals
     app.add_url_rule("/api/users", view_func=UserAPI.as_view("users_api"))
     app.add_url_rule("/api/token", view_func=TokenAPI.as_view("token_api"))
     app.add_url_rule("/api/logout", view_func=logout_api, methods=["POST"])
@@ -1355,6 +1386,19 @@ def register_auth(app):
 class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, with a Secure cookie whenever the request was HTTPS."""
 
+    def open_session(self, app, request):
+        if is_api_request():
+            return None  # the API ignores cookies, so it does not even decode this one
+        return super().open_session(app, request)
+
+    def get_signing_serializer(self, app):
+        """Flask's cookie serializer, built once per secret key rather than on every request."""
+        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
+        cached = app.extensions.get("session_serializer")
+        if cached is None or cached[0] != keys:
+            cached = app.extensions["session_serializer"] = (keys, super().get_signing_serializer(app))
+        return cached[1]
+
     def get_cookie_secure(self, app):
         return super().get_cookie_secure(app) or request.is_secure
 
@@ -1363,11 +1407,11 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 # 12. Middleware / request hooks
 # ---------------------------------------------------------------------------
 # `before_request` gives every request an id (the caller's `X-Request-ID` when it
-# is well formed, so ids can be followed across services), a start time and
-# `g.user`. `after_request` adds the id, a `Server-Timing` header, the security
-# headers, and writes one access-log line through `app.logger` (not print, so it
-# can be filtered and routed). Teardown closing the database is in section 9.
-# Uses `load_logged_in_user` (section 11).
+# is well formed, so ids can be followed across services) and a start time
+# (`g.user` is loaded on first use, section 11). `after_request` adds the id, a
+# `Server-Timing` header, the security headers, and writes one access-log line
+# through `app.logger` (not print, so it can be filtered and routed). Teardown
+# closing the database is in section 9.
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CONTENT_SECURITY_POLICY = (
@@ -1377,11 +1421,10 @@ CONTENT_SECURITY_POLICY = (
 
 
 def start_request():
-    """Give the request an id and a start time, and load the user."""
+    """Give the request an id and a start time."""
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
-    load_logged_in_user()
 
 
 def security_headers(https):
@@ -1466,6 +1509,7 @@ def handle_http_error(error):
 def handle_database_error(error):
     """A locked, read-only or missing database: 503, logged, nothing leaked."""
     current_app.logger.error("Database unavailable: %s", error)
+    g.user = None  # the error page must not ask the failing database who is logged in
     return render_error(503, "The database is busy or unavailable. Please try again shortly.",
                         {"Retry-After": "2"})
 
