@@ -861,10 +861,13 @@ DROP TABLE IF EXISTS revoked_tokens;
 """
 
 
+BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, then 503
+
+
 def connect(path):
     """Open a connection with the pragmas every connection needs."""
     # isolation_level=None: each statement commits itself; the model layer writes one at a time.
-    db = sqlite3.connect(path, timeout=5, isolation_level=None)
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA foreign_keys = ON")
     # With WAL, NORMAL still survives a crashed process; only a power cut may lose the last commits.
