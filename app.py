@@ -821,11 +821,11 @@ def register_configuration_page(app):
 # ---------------------------------------------------------------------------
 # 9. Database integration (sqlite3)
 # ---------------------------------------------------------------------------
-# `get_db()` opens one connection per request, lazily, and keeps it on `g`;
-# `close_db()` closes it at teardown. Connections use WAL (readers never block
-# the writer), a busy timeout (wait for a lock instead of failing at once) and
-# foreign keys (SQLite leaves them off by default). The schema is created on
-# first use; `flask init-db` drops and recreates it.
+# `get_db()` gives each request one connection, lazily, and keeps it on `g`;
+# `close_db()` hands it back at teardown. Connections use WAL (readers never
+# block the writer), a busy timeout (wait for a lock instead of failing at
+# once) and foreign keys (SQLite leaves them off by default). The schema is
+# created on first use; `flask init-db` drops and recreates it.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -867,7 +867,8 @@ BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, 
 def connect(path):
     """Open a connection with the pragmas every connection needs."""
     # isolation_level=None: each statement commits itself; the model layer writes one at a time.
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+    # check_same_thread=False: with threaded workers, a later request may run on another thread.
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA foreign_keys = ON")
     # With WAL, NORMAL still survives a crashed process; only a power cut may lose the last commits.
@@ -876,34 +877,48 @@ def connect(path):
 
 
 def get_db():
-    """The request's database connection, opened on first use."""
+    """The request's database connection, taken on first use."""
     if "db" not in g:
         path = current_app.config["DATABASE"]
-        keep_database_open(path)
-        g.db = connect(path)
+        try:
+            g.db = idle_connections(path).pop()
+        except IndexError:  # every idle connection is in use by another request
+            g.db = connect(path)
     return g.db
 
 
 def close_db(exception=None):
-    """Close the request's connection, if it opened one."""
+    """Hand the request's connection back for a later request, if it took one."""
     db = g.pop("db", None)
-    if db is not None:
+    if db is None:
+        return
+    if db.in_transaction:
+        db.rollback()  # a request that failed halfway must not leave its transaction open
+    idle = idle_connections(current_app.config["DATABASE"])
+    if len(idle) < MAX_IDLE_CONNECTIONS:
+        idle.append(db)
+    else:
         db.close()
 
 
-# When the last connection to a WAL database closes, SQLite checkpoints the WAL
-# and deletes it, which is slow. One idle connection per process, kept open for
-# good, means that never happens within a worker; requests still open and close
-# their own connection on `g` as the cheat sheet teaches.
-def keep_database_open(path):
-    """Open the process's idle connection to `path` once, creating the schema."""
-    kept_open = current_app.extensions.setdefault("kept_open_databases", {})
-    key = (os.getpid(), path)  # a forked worker opens its own
-    if key not in kept_open:
+# Opening a connection costs more than the queries of a request: SQLite re-reads
+# the schema, compiles every statement again, and when the last connection to a
+# WAL database closes it checkpoints and deletes the WAL. So teardown hands the
+# connection back and the next request takes it: still one connection per
+# request on `g`, never one shared by two requests at once.
+MAX_IDLE_CONNECTIONS = 8  # per process and database file
+
+
+def idle_connections(path):
+    """This process's idle connections to `path`; the first one creates the schema."""
+    pools = current_app.extensions.setdefault("idle_connections", {})
+    key = (os.getpid(), path)  # a forked worker must not use its parent's connections
+    if key not in pools:
         db = connect(path)
         db.execute("PRAGMA journal_mode = WAL")
         db.executescript(SCHEMA)
-        kept_open[key] = db
+        pools[key] = [db]
+    return pools[key]
 
 
 def init_db(path):
@@ -916,7 +931,7 @@ def init_db(path):
 
 
 def register_database(app):
-    """Close connections at teardown and add `flask init-db`."""
+    """Hand connections back at teardown and add `flask init-db`."""
     app.teardown_appcontext(close_db)
 
     @app.cli.command("init-db")

@@ -745,15 +745,34 @@ def test_config_page_masks_secrets_and_shows_sources(client, app):
 # 9. Database integration (sqlite3)
 # ---------------------------------------------------------------------------
 
-def test_get_db_is_one_connection_per_request_closed_at_teardown(app):
+def test_get_db_is_one_connection_per_request_handed_back_at_teardown(app):
     with app.app_context():
         db = tour.get_db()
         assert tour.get_db() is db
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
-    with pytest.raises(sqlite3.ProgrammingError):
-        db.execute("SELECT 1")
+        with app.app_context():  # a request running at the same time gets its own
+            assert tour.get_db() is not db
+    with app.app_context():
+        assert tour.get_db() is db  # the next request reuses it
+
+
+def test_a_connection_is_handed_back_without_an_open_transaction(app):
+    with app.app_context():
+        db = tour.get_db()
+        db.execute("BEGIN")
+        db.execute("INSERT INTO users (username, password_hash) VALUES ('half', 'x')")
+    assert not db.in_transaction and count_rows(app, "users") == 0
+
+
+def test_idle_connections_are_bounded(app):
+    with contextlib.ExitStack() as requests:
+        for _ in range(tour.MAX_IDLE_CONNECTIONS + 3):
+            requests.enter_context(app.app_context())
+            tour.get_db()
+    with app.app_context():
+        assert len(tour.idle_connections(app.config["DATABASE"])) == tour.MAX_IDLE_CONNECTIONS
 
 
 def test_schema_is_created_on_first_use(app):
@@ -1311,7 +1330,7 @@ def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
             workers = poll(lambda: len(worker_pids(server)) == 4 and worker_pids(server), "4 workers")
             os.kill(max(workers), signal.SIGKILL)
             replacement = poll(lambda: worker_pids(server) - workers, "a replacement worker").pop()
-            # A worker opens the database on its first request (section 9's idle connection).
+            # A worker opens the database on its first request and keeps it (section 9).
             poll(lambda: has_open(replacement, database), "the replacement to serve a request")
             writers.wait_for(len(writers.created()) + 200)
     outcomes = writers.outcomes
