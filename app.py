@@ -284,10 +284,10 @@ def remembering_url_for(app):
         return app.url_for(endpoint, **dict(arguments))
 
     def template_url_for(endpoint, **values):
-        if not has_request_context() or any(name.startswith("_") for name in values):
-            return url_for(endpoint, **values)  # _external, _anchor …: build it afresh
+        if "_external" in values or not has_request_context():
+            return url_for(endpoint, **values)  # an absolute URL depends on the Host header
         try:
-            return build(request.script_root, endpoint, tuple(sorted(values.items())))
+            return build(request.script_root, endpoint, tuple(values.items()))
         except TypeError:  # an unhashable argument, such as a list
             return url_for(endpoint, **values)
     return template_url_for
