@@ -180,7 +180,9 @@ TOPICS = (
     Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
           "A health check, proxy support and a production server.",
           "`gunicorn app:app` and a Dockerfile.",
-          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies.",
+          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies; "
+          "nginx balances two gunicorn instances (deploy/nginx.conf, docker-compose.yml), "
+          "and every URL keeps the prefix the app is mounted under.",
           (("GET /healthz", "healthz", {}),)),
 )
 
@@ -1353,10 +1355,14 @@ def register_auth(app):
 
 
 class HttpsAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with a Secure cookie whenever the request was HTTPS."""
+    """Flask's signed-cookie sessions: Secure over HTTPS, scoped to the app's URL prefix."""
 
     def get_cookie_secure(self, app):
         return super().get_cookie_secure(app) or request.is_secure
+
+    def get_cookie_path(self, app):
+        # Mounted at /demo, the cookie must not reach (or be overwritten by) neighbours on the host.
+        return app.config["SESSION_COOKIE_PATH"] or request.script_root or "/"
 
 
 # ---------------------------------------------------------------------------
@@ -1498,11 +1504,14 @@ def register_error_handlers(app):
 # 14. Deployment (Gunicorn + Nginx, Docker)
 # ---------------------------------------------------------------------------
 # Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind
-# nginx; see Dockerfile, docker-compose.yml and deploy/nginx.conf. Behind a
-# proxy, ProxyFix makes `remote_addr`, the scheme, host and prefix those of the
-# client, but only for the number of proxies you configure: trusting
-# X-Forwarded-* from anyone would let clients spoof their address.
-# `/healthz` tells Docker and nginx whether the app can reach its database.
+# nginx, which balances two instances and serves static/ itself; see Dockerfile,
+# docker-compose.yml and deploy/nginx.conf. Behind a proxy, ProxyFix makes
+# `remote_addr`, the scheme, host and prefix those of the client, but only for
+# the number of proxies you configure: trusting X-Forwarded-* from anyone would
+# let clients spoof their address. Under a prefix (DispatcherMiddleware, or
+# nginx's X-Forwarded-Prefix) `url_for` puts it in every URL, and the session
+# cookie is scoped to it (section 11). `/healthz` tells Docker and nginx
+# whether the app can reach its database.
 
 
 def register_deployment(app):

@@ -2,9 +2,12 @@
 
 import contextlib
 import functools
+import http.client
 import json
+import multiprocessing
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -14,11 +17,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
+from flask import request, url_for
+from werkzeug.exceptions import NotFound
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.test import Client
 
 import app as tour
 from app import Note, User, UsernameTaken, create_app, jwt_decode, jwt_encode, InvalidToken
@@ -65,25 +74,25 @@ def csrf_from(response):
 
 
 class AuthActions:
-    """Register, log in and out through the real forms."""
+    """Register, log in and out through the real forms, optionally under a URL prefix."""
 
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, prefix=""):
+        self.client, self.prefix = client, prefix
 
     def token(self, page="/login"):
-        return csrf_from(self.client.get(page))
+        return csrf_from(self.client.get(self.prefix + page))
 
     def register(self, username="alice", password=PASSWORD, **kwargs):
         data = {"username": username, "password": password, "csrf_token": self.token("/register")}
-        return self.client.post("/register", data=data, **kwargs)
+        return self.client.post(self.prefix + "/register", data=data, **kwargs)
 
     def login(self, username="alice", password=PASSWORD, next=None, **kwargs):
-        url = "/login" + ("?" + urlencode({"next": next}) if next else "")
+        url = self.prefix + "/login" + ("?" + urlencode({"next": next}) if next else "")
         data = {"username": username, "password": password, "csrf_token": self.token()}
         return self.client.post(url, data=data, **kwargs)
 
     def logout(self):
-        return self.client.post("/logout", data={"csrf_token": self.token("/")})
+        return self.client.post(self.prefix + "/logout", data={"csrf_token": self.token("/")})
 
 
 @pytest.fixture
@@ -98,10 +107,10 @@ def logged_in(auth):
     return auth
 
 
-def api_headers(client, username="alice", password=PASSWORD):
+def api_headers(client, username="alice", password=PASSWORD, prefix=""):
     """Register `username` through the API and return Bearer headers for it."""
-    client.post("/api/users", json={"username": username, "password": password})
-    response = client.post("/api/token", json={"username": username, "password": password})
+    client.post(prefix + "/api/users", json={"username": username, "password": password})
+    response = client.post(prefix + "/api/token", json={"username": username, "password": password})
     assert response.status_code == 200, response.json
     return {"Authorization": "Bearer " + response.json["access_token"]}
 
@@ -179,11 +188,11 @@ def test_unknown_topic_is_the_404_page(client, url):
 
 
 class LinkCollector(HTMLParser):
-    """Collects href, src and form actions (with their methods) from a page."""
+    """Collects href, src and GET form actions as links, POST form actions apart."""
 
     def __init__(self):
         super().__init__()
-        self.links = []
+        self.links, self.post_actions = [], []
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -191,8 +200,9 @@ class LinkCollector(HTMLParser):
             self.links.append(attrs["href"])
         if tag == "script" and attrs.get("src"):
             self.links.append(attrs["src"])
-        if tag == "form" and attrs.get("method", "get").lower() == "get" and attrs.get("action"):
-            self.links.append(attrs["action"])
+        if tag == "form" and attrs.get("action"):
+            is_get = attrs.get("method", "get").lower() == "get"
+            (self.links if is_get else self.post_actions).append(attrs["action"])
 
 
 def internal_links(html, base):
@@ -722,6 +732,25 @@ def test_no_configuration_generates_one_private_secret_key(clean_environment, tm
     assert first.test_client().get("/").status_code == 200
 
 
+def read_key_when_released(instance, barrier, keys):
+    barrier.wait()
+    keys.put(tour.instance_secret_key(instance))
+
+
+def test_processes_racing_for_a_new_secret_key_all_get_the_same_one(tmp_path):
+    context = multiprocessing.get_context("fork")
+    barrier, keys = context.Barrier(6), context.Queue()
+    racers = [context.Process(target=read_key_when_released, args=(str(tmp_path), barrier, keys))
+              for _ in range(6)]
+    for racer in racers:
+        racer.start()
+    results = {keys.get(timeout=10) for _ in racers}
+    for racer in racers:
+        racer.join(timeout=10)
+    assert results == {(tmp_path / "secret_key").read_text()}
+    assert sorted(os.listdir(tmp_path)) == ["secret_key"]  # the losers' temporary files are gone
+
+
 @pytest.mark.parametrize("key", ["", "short", tour.EXAMPLE_SECRET])
 def test_weak_secret_keys_are_refused_outside_testing(clean_environment, tmp_path, key):
     with pytest.raises(RuntimeError, match="FLASK_SECRET_KEY"):
@@ -1084,21 +1113,156 @@ def test_database_errors_are_503_not_500(tmp_path):
     assert api.status_code == 503 and api.mimetype == "application/problem+json"
 
 
-def test_proxy_headers_are_ignored_by_default(client):
-    page = client.get("/hooks", headers={"X-Forwarded-For": "203.0.113.9",
-                                         "X-Forwarded-Proto": "https"}).get_data(as_text=True)
-    assert "203.0.113.9" not in page and "<code>http</code>" in page
+
+# Proxy headers, through the test client ------------------------------------
+
+FORWARDED = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9", "X-Forwarded-Proto": "https",
+             "X-Forwarded-Host": "tour.example", "X-Forwarded-Port": "8443",
+             "X-Forwarded-Prefix": "/tour"}
 
 
-def test_proxy_fix_when_configured(tmp_path):
-    app = create_app({"TESTING": True, "TRUSTED_PROXIES": 1,
-                      "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
-    response = app.test_client().get("/hooks", headers={
-        "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
-    page = response.get_data(as_text=True)
-    assert "<code>203.0.113.9</code>" in page and "<code>https</code>" in page
-    assert "Strict-Transport-Security" in response.headers
+def app_behind_proxies(tmp_path, proxies):
+    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
+                       "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
 
+
+def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
+    with app_behind_proxies(tmp_path, 1).test_client() as client:
+        response = client.get("/login", headers=FORWARDED)
+        assert request.remote_addr == "203.0.113.9"  # the entry our one proxy added, not the client's
+        assert (request.scheme, request.host, request.script_root) == (
+            "https", "tour.example:8443", "/tour")
+        assert url_for("notes", _external=True) == "https://tour.example:8443/tour/notes"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    cookie = response.headers["Set-Cookie"]
+    assert "; Secure" in cookie and "; Path=/tour" in cookie
+    assert 'href="/tour/static/style.css"' in response.get_data(as_text=True)
+    redirect = client.get("/notes", headers=FORWARDED)
+    assert redirect.headers["Location"] == "/tour/login?next=/notes"
+
+
+def test_no_hsts_nor_secure_cookie_when_the_client_used_http(tmp_path):
+    client = app_behind_proxies(tmp_path, 1).test_client()
+    response = client.get("/login", headers={**FORWARDED, "X-Forwarded-Proto": "http"})
+    assert "Strict-Transport-Security" not in response.headers
+    assert "Secure" not in response.headers["Set-Cookie"]
+
+
+def test_proxy_headers_are_ignored_by_default(tmp_path):
+    with app_behind_proxies(tmp_path, 0).test_client() as client:
+        response = client.get("/login", headers=FORWARDED)
+        assert (request.remote_addr, request.scheme, request.host, request.script_root) == (
+            "127.0.0.1", "http", "localhost", "")
+    assert "Strict-Transport-Security" not in response.headers
+    assert "Secure" not in response.headers["Set-Cookie"]
+    assert "/tour/" not in response.get_data(as_text=True)
+
+
+# Embedding: under a prefix, and two apps in one process --------------------
+
+def behind_proxy_at(prefix, wsgi_app):
+    """What nginx does for a sub-path: strip `prefix` and announce it in X-Forwarded-Prefix."""
+    def proxy(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path != prefix and not path.startswith(prefix + "/"):
+            return NotFound()(environ, start_response)
+        environ = {**environ, "PATH_INFO": path[len(prefix):] or "/",
+                   "HTTP_X_FORWARDED_PREFIX": prefix}
+        return wsgi_app(environ, start_response)
+    return proxy
+
+
+def app_under_demo(tmp_path, mount):
+    """An app reachable only below /demo: mounted by DispatcherMiddleware or behind a proxy."""
+    app = app_behind_proxies(tmp_path, 1 if mount == "proxy" else 0)
+    if mount == "dispatcher":
+        app.wsgi_app = DispatcherMiddleware(NotFound(), {"/demo": app.wsgi_app})
+    else:
+        app.wsgi_app = behind_proxy_at("/demo", app.wsgi_app)
+    return app
+
+
+def post_actions(client, urls):
+    """The actions of the POST forms on the HTML pages at `urls`."""
+    actions = set()
+    for url in urls:
+        response = client.get(url)
+        if response.mimetype == "text/html":
+            collector = LinkCollector()
+            collector.feed(response.get_data(as_text=True))
+            actions.update(collector.post_actions)
+    return actions
+
+
+@pytest.mark.parametrize("mount", ["dispatcher", "proxy"])
+def test_everything_stays_under_the_prefix(tmp_path, mount):
+    client = app_under_demo(tmp_path, mount).test_client()
+    auth = AuthActions(client, prefix="/demo")
+    assert client.get("/notes").status_code == 404
+    assert client.get("/demo/notes").headers["Location"] == "/demo/login?next=/notes"
+    assert auth.register().headers["Location"] == "/demo/notes"
+    client.post("/demo/notes", data={"title": "crawl me", "csrf_token": auth.token("/notes")})
+    for signed_in in (True, False):
+        results = crawl(client, "/demo/")
+        assert "/demo/static/style.css" in results and "/demo/topics/14" in results
+        assert all(url.startswith("/demo/") for url in results), results
+        assert not {url: status for url, status in results.items()
+                    if status >= 400 and not url.startswith("/demo/errors/")}
+        actions = post_actions(client, results)
+        assert all(action.startswith("/demo/") for action in actions), actions
+        assert ("/demo/logout" in actions) == signed_in
+        if signed_in:
+            delete = next(action for action in actions if action.endswith("/delete"))
+            assert client.post(delete, data={"csrf_token": auth.token("/notes")}).headers[
+                "Location"] == "/demo/notes"
+            assert auth.logout().headers["Location"] == "/demo/"
+    assert auth.login(next="/search?q=x").headers["Location"] == "/demo/search?q=x"
+    headers = api_headers(client, "bob", prefix="/demo")
+    created = client.post("/demo/api/notes", json={"title": "api"}, headers=headers)
+    assert created.headers["Location"] == f"/demo/api/notes/{created.json['id']}"
+    assert client.get("/demo/api/openapi.json").json["servers"] == [{"url": "/demo"}]
+
+
+def test_two_apps_in_one_process_share_no_data_and_no_sessions(tmp_path):
+    apps = {name: create_app({"TESTING": True, "SECRET_KEY": f"{name}-{TEST_SECRET}",
+                              "DATABASE": str(tmp_path / f"{name}.sqlite")},
+                             instance_path=str(tmp_path / name)) for name in ("a", "b")}
+    site = DispatcherMiddleware(NotFound(), {"/a": apps["a"], "/b": apps["b"]})
+    browser = Client(site)
+    AuthActions(browser, "/a").register("alice")
+    AuthActions(browser, "/b").register("bob")  # one browser, a session with each app
+    assert "Signed in as <strong>alice</strong>" in browser.get("/a/notes").text
+    assert "Signed in as <strong>bob</strong>" in browser.get("/b/notes").text
+    forger = Client(site)
+    forger.set_cookie("session", browser.get_cookie("session", path="/a").value, path="/b")
+    assert forger.get("/b/notes").status_code == 302  # b does not accept a's signature
+    assert AuthActions(Client(site), "/b").login("alice").status_code == 200  # unknown in b
+    token_of_a = api_headers(browser, "carol", prefix="/a")
+    assert browser.get("/a/api/me", headers=token_of_a).status_code == 200
+    assert browser.get("/b/api/me", headers=token_of_a).status_code == 401
+    assert [count_rows(apps[name], "users") for name in ("a", "b")] == [2, 1]
+
+
+# Deployment files (no Docker engine here: these keep them in step) ---------
+
+def test_deployment_files_agree_with_each_other_and_the_app():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert 'CMD ["gunicorn", "app:app", "--bind", "0.0.0.0:8000"]' in dockerfile
+    assert "EXPOSE 8000" in dockerfile and "127.0.0.1:8000/healthz" in dockerfile
+    assert re.search(r"^USER [1-9]\d*:", dockerfile, re.M), "the container runs as root"
+    assert re.findall(r"^  (\w+): \*app$", compose, re.M) == ["app1", "app2"]
+    for needle in ("server app1:8000;", "server app2:8000;", "/srv/flask-tour/static/"):
+        assert needle in nginx and needle in readme  # the README's sed line rewrites these
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in compose
+    assert "./static:/srv/flask-tour/static:ro" in compose and "- instance:/app/instance" in compose
+    megabytes = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1))
+    assert megabytes * 1024 * 1024 == tour.DEFAULTS["MAX_CONTENT_LENGTH"]
+
+
+# Live servers: gunicorn and nginx on loopback ports -------------------------
 
 def free_port():
     """An unused TCP port on the loopback interface."""
@@ -1108,47 +1272,149 @@ def free_port():
 
 
 class Server:
-    def __init__(self, proc, port):
-        self.proc, self.port = proc, port
+    """A server process started by a test: its URL and the file its output goes to."""
+
+    def __init__(self, proc, port, log):
+        self.proc, self.port, self.log = proc, port, log
         self.url = f"http://127.0.0.1:{port}"
+
+    def output(self):
+        return self.log.read_text(errors="replace")
 
 
 @contextlib.contextmanager
-def run_gunicorn(tmp_path, workers=2, env=None, port=None, args=()):
-    """Run `gunicorn app:app` on loopback until the block ends, then stop it by pid."""
-    port = port or free_port()
-    environment = {**os.environ, "FLASK_DATABASE": str(tmp_path / "gunicorn.sqlite"),
-                   "FLASK_SECRET_KEY": TEST_SECRET, **(env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app:app", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), *args],
-        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    server = Server(proc, port)
+def running(command, port, log, **popen_args):
+    """Run `command` until the block ends, once /healthz answers on `port`; stop it by pid."""
+    with open(log, "wb") as output:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, **popen_args)
+    server = Server(proc, port, log)
     try:
         wait_until_healthy(server)
         yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+
+
+def run_gunicorn(tmp_path, workers=2, env=None, args=(), target="app:app"):
+    """Run gunicorn on a free loopback port; `env` adds variables, or removes them with None."""
+    port = free_port()
+    environment = {**os.environ, "FLASK_DATABASE": str(tmp_path / "gunicorn.sqlite"),
+                   "FLASK_SECRET_KEY": TEST_SECRET, **(env or {})}
+    command = [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}",
+               *(["--workers", str(workers)] if workers else []), *args]
+    return running(command, port, tmp_path / f"gunicorn-{port}.log", cwd=ROOT,
+                   env={key: value for key, value in environment.items() if value is not None})
 
 
 def wait_until_healthy(server, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            raise RuntimeError("gunicorn exited: " + server.proc.stderr.read().decode())
+            raise RuntimeError(f"{server.proc.args[0]} exited:\n{server.output()}")
         try:
             with urllib.request.urlopen(server.url + "/healthz", timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError("gunicorn did not become healthy")
+    raise TimeoutError(f"{server.url} did not become healthy:\n{server.output()}")
+
+
+def wait_for(condition, what, timeout=10):
+    """Poll `condition` until it is truthy, for effects no event announces (log lines)."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+def access_log_args(path):
+    """gunicorn options that log each request to `path` as '<worker pid> METHOD /path status'."""
+    return ("--access-logfile", str(path), "--access-logformat", "%(p)s %(m)s %(U)s %(s)s")
+
+
+def logged_requests(path, url_path):
+    """The worker pids of the requests for `url_path` in a gunicorn access log."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [fields[0] for fields in map(str.split, lines) if fields[2] == url_path]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def get_data(self, as_text=False):  # the name csrf_from expects
+        return self.body.decode() if as_text else self.body
+
+    @property
+    def text(self):
+        return self.body.decode()
+
+    @property
+    def json(self):
+        return json.loads(self.body)
+
+
+class LiveClient:
+    """A browser for live servers: keeps cookies, follows no redirects."""
+
+    def __init__(self, url, cookies=None, source_address=None):
+        parts = urlsplit(url)
+        self.host, self.port, self.source_address = parts.hostname, parts.port, source_address
+        self.cookies = dict(cookies or {})
+
+    def request(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10,
+                                                source_address=self.source_address)
+        try:
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            reply = Reply(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+        for cookie in reply.headers.get_all("Set-Cookie") or []:
+            name, _, value = cookie.partition(";")[0].partition("=")
+            self.cookies[name] = value
+        return reply
+
+    def get(self, path, headers=None):
+        return self.request("GET", path, headers=headers)
+
+    def post_form(self, path, fields):
+        return self.request("POST", path, urlencode(fields),
+                            {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def post_json(self, path, data, headers=None):
+        return self.request("POST", path, json.dumps(data),
+                            {"Content-Type": "application/json", **(headers or {})})
+
+
+def register_and_log_in(browser, username="ada", prefix=""):
+    """Register, log out and log in again through the forms; return the notes page."""
+    fields = {"username": username, "password": PASSWORD}
+    reply = browser.post_form(prefix + "/register", {
+        **fields, "csrf_token": csrf_from(browser.get(prefix + "/register"))})
+    assert (reply.status, reply.headers["Location"]) == (302, prefix + "/notes"), reply.text
+    browser.post_form(prefix + "/logout", {"csrf_token": csrf_from(browser.get(prefix + "/notes"))})
+    assert browser.get(prefix + "/notes").status == 302
+    reply = browser.post_form(prefix + "/login?next=%2Fsearch", {
+        **fields, "csrf_token": csrf_from(browser.get(prefix + "/login"))})
+    assert (reply.status, reply.headers["Location"]) == (302, prefix + "/search"), reply.text
+    page = browser.get(prefix + "/notes")
+    assert f"Signed in as <strong>{username}</strong>" in page.text
+    return page
 
 
 def test_gunicorn_serves_the_tour(tmp_path):
@@ -1156,3 +1422,145 @@ def test_gunicorn_serves_the_tour(tmp_path):
         with urllib.request.urlopen(server.url + "/") as response:
             page = response.read().decode()
     assert all(f'href="/topics/{n}"' in page for n in range(1, 15))
+
+
+def test_gunicorn_end_to_end_forms_and_api(tmp_path):
+    with run_gunicorn(tmp_path, workers=2) as server:
+        register_and_log_in(LiveClient(server.url))
+        api = LiveClient(server.url)
+        token = api.post_json("/api/token", {"username": "ada", "password": PASSWORD}).json
+        bearer = {"Authorization": "Bearer " + token["access_token"]}
+        for title in ("first", "second"):
+            created = api.post_json("/api/notes", {"title": title, "body": "via gunicorn"}, bearer)
+            assert created.status == 201 and created.headers["Location"].startswith("/api/notes/")
+            assert api.get(created.headers["Location"], bearer).json["title"] == title
+        listing = api.get("/api/notes", bearer).json
+        assert [note["title"] for note in listing["items"]] == ["second", "first"]
+        assert api.get("/api/notes").status == 401
+        assert LiveClient(server.url).get("/notes").status == 302  # a new browser is not logged in
+    assert server.proc.returncode is not None
+
+
+def test_workers_started_together_share_one_generated_secret_key(tmp_path):
+    instance, requests_log = tmp_path / "fresh-instance", tmp_path / "access.log"
+    with run_gunicorn(tmp_path, workers=None, args=access_log_args(requests_log),
+                      env={"WEB_CONCURRENCY": "4", "FLASK_SECRET_KEY": None},
+                      target=f"app:create_app(instance_path={str(instance)!r})") as server:
+        wait_for(lambda: server.output().count("Booting worker") == 4, "WEB_CONCURRENCY=4 workers")
+        browser = LiveClient(server.url)
+        register_and_log_in(browser)
+        credentials = {"username": "ada", "password": PASSWORD}
+
+        def new_token(_):
+            return LiveClient(server.url).post_json("/api/token", credentials).json["access_token"]
+
+        def accepted(token):
+            me = LiveClient(server.url).get("/api/me", {"Authorization": "Bearer " + token})
+            page = LiveClient(server.url, browser.cookies).get("/hooks")
+            return me.status, "Signed in as <strong>ada</strong>" in page.text
+
+        with ThreadPoolExecutor(8) as pool:  # slow password checks keep several workers busy
+            tokens = list(pool.map(new_token, range(8)))
+            results = list(pool.map(accepted, tokens * 4))
+        assert results == [(200, True)] * 32
+        minters = wait_for(lambda: len(logged_requests(requests_log, "/api/token")) == 8
+                           and set(logged_requests(requests_log, "/api/token")), "the access log")
+        checkers = set(wait_for(lambda: len(logged_requests(requests_log, "/hooks")) == 32
+                                and logged_requests(requests_log, "/hooks"), "the access log"))
+        assert len(minters) >= 2 and len(checkers) >= 2, "the requests did not spread"
+    assert sorted(os.listdir(instance)) == ["secret_key"]
+
+
+NGINX = shutil.which("nginx") or next(
+    (path for path in ("/usr/sbin/nginx",) if os.access(path, os.X_OK)), None)
+
+
+def uncomment_block(text, first_line):
+    """Uncomment the run of commented lines that starts with `# first_line`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "# " + first_line)
+    end = start
+    while end < len(lines) and lines[end].lstrip().startswith("#"):
+        lines[end] = re.sub(r"^(\s*)# ?", r"\1", lines[end])
+        end += 1
+    return "\n".join(lines) + "\n"
+
+
+def nginx_config(temp, port, upstreams):
+    """deploy/nginx.conf for a test: loopback ports, this checkout's static/, logs in `temp`.
+
+    The sub-path example at its end is switched on as well, so /tour/ is tested too."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    temp_paths = "".join(f"    {kind}_temp_path {temp}/{kind};\n"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    for old, new in [("server app1:8000;", f"server 127.0.0.1:{upstreams[0]};"),
+                     ("server app2:8000;", f"server 127.0.0.1:{upstreams[1]};"),
+                     ("listen 80;", f"listen 127.0.0.1:{port};"),
+                     ("worker_processes auto;", "worker_processes 1;"),  # one strict round robin
+                     ("/srv/flask-tour/static/", f"{ROOT / 'static'}/"),
+                     ("/var/log/nginx/", f"{temp}/"),
+                     ("http {\n", "http {\n" + temp_paths)]:
+        assert old in text, f"deploy/nginx.conf no longer contains {old!r}"
+        text = text.replace(old, new)
+    return uncomment_block(text, "location /tour/static/ {")
+
+
+@contextlib.contextmanager
+def run_nginx(tmp_path, upstreams):
+    """nginx on a free loopback port in front of `upstreams`, checked with `nginx -t` first."""
+    temp, port = tmp_path / "nginx", free_port()
+    temp.mkdir()
+    config = temp / "nginx.conf"
+    config.write_text(nginx_config(temp, port, upstreams))
+    main = f"daemon off; pid {temp}/nginx.pid;" + (" user root;" if os.geteuid() == 0 else "")
+    command = [NGINX, "-p", f"{temp}/", "-c", str(config), "-e", f"{temp}/error.log", "-g", main]
+    check = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0 and "test is successful" in check.stderr, check.stderr
+    with running(command, port, temp / "output.log") as server:
+        yield server
+
+
+def check_forwarded_headers(proxy):
+    """The app sees the client as nginx saw it, whatever X-Forwarded-* the client sends."""
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
+              "X-Forwarded-Host": "evil.example", "X-Forwarded-Port": "9999",
+              "X-Forwarded-Prefix": "/evil"}
+    reply = LiveClient(proxy.url, source_address=("127.0.0.3", 0)).get("/hooks", forged)
+    assert "<code>127.0.0.3</code>" in reply.text and "203.0.113.9" not in reply.text
+    assert "<code>http</code>" in reply.text and "Strict-Transport-Security" not in reply.headers
+    assert "/evil" not in reply.text and 'href="/notes"' in reply.text
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with "
+                    "apt-get when it runs as root)")
+def test_nginx_balances_two_gunicorn_instances(tmp_path):
+    logs = [tmp_path / "access-1.log", tmp_path / "access-2.log"]
+    with contextlib.ExitStack() as stack:
+        apps = [stack.enter_context(run_gunicorn(tmp_path, workers=1, args=access_log_args(log),
+                                                 env={"FLASK_TRUSTED_PROXIES": "1"}))
+                for log in logs]
+        proxy = stack.enter_context(run_nginx(tmp_path, [app.port for app in apps]))
+        for path in ("/static/style.css", "/tour/static/style.css"):
+            static = LiveClient(proxy.url).get(path)
+            assert static.body == (ROOT / "static" / "style.css").read_bytes()
+            assert static.headers["Cache-Control"] == "max-age=3600"
+            assert "X-Request-ID" not in static.headers  # every app response has one
+        for _ in range(20):
+            assert LiveClient(proxy.url).get("/data").status == 200
+        wait_for(lambda: sum(len(logged_requests(log, "/data")) for log in logs) == 20,
+                 "the access logs")
+        assert [len(logged_requests(log, "/data")) for log in logs] == [10, 10]  # round robin
+        assert not any(logged_requests(log, "/static/style.css") for log in logs)
+        check_forwarded_headers(proxy)
+        page = register_and_log_in(LiveClient(proxy.url))
+        def form_requests():
+            return [sum(len(logged_requests(log, path))
+                        for path in ("/register", "/login", "/logout", "/notes")) for log in logs]
+        wait_for(lambda: sum(form_requests()) == 8, "the access logs")
+        assert form_requests() == [4, 4]  # one session, served in turn by both instances
+        assert 'action="/logout"' in page.text
+        page = register_and_log_in(LiveClient(proxy.url), "grace", prefix="/tour")
+        assert 'action="/tour/logout"' in page.text and 'src="/tour/static/app.js"' in page.text
+        too_big = LiveClient(proxy.url).request("POST", "/api/notes", headers={
+            "Content-Type": "application/json", "Content-Length": str(2 * 1024 * 1024)})
+        assert too_big.status == 413
