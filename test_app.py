@@ -737,18 +737,25 @@ def read_key_when_released(instance, barrier, keys):
     keys.put(tour.instance_secret_key(instance))
 
 
-def test_processes_racing_for_a_new_secret_key_all_get_the_same_one(tmp_path):
+def race_for_a_secret_key(instance, racers=8):
+    """Let `racers` processes read the key of a new instance folder at the same moment."""
     context = multiprocessing.get_context("fork")
-    barrier, keys = context.Barrier(6), context.Queue()
-    racers = [context.Process(target=read_key_when_released, args=(str(tmp_path), barrier, keys))
-              for _ in range(6)]
-    for racer in racers:
-        racer.start()
-    results = {keys.get(timeout=10) for _ in racers}
-    for racer in racers:
-        racer.join(timeout=10)
-    assert results == {(tmp_path / "secret_key").read_text()}
-    assert sorted(os.listdir(tmp_path)) == ["secret_key"]  # the losers' temporary files are gone
+    barrier, keys = context.Barrier(racers), context.Queue()
+    processes = [context.Process(target=read_key_when_released, args=(instance, barrier, keys))
+                 for _ in range(racers)]
+    for process in processes:
+        process.start()
+    results = {keys.get(timeout=10) for _ in processes}
+    for process in processes:
+        process.join(timeout=10)
+    return results
+
+
+def test_processes_racing_for_a_new_secret_key_all_get_the_same_one(tmp_path):
+    for attempt in range(25):  # each race is short: run several to give a bug many chances
+        instance = tmp_path / str(attempt)
+        assert race_for_a_secret_key(str(instance)) == {(instance / "secret_key").read_text()}
+        assert sorted(os.listdir(instance)) == ["secret_key"]  # no temporary file left behind
 
 
 @pytest.mark.parametrize("key", ["", "short", tour.EXAMPLE_SECRET])
@@ -1129,7 +1136,7 @@ def app_behind_proxies(tmp_path, proxies):
 def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
     with app_behind_proxies(tmp_path, 1).test_client() as client:
         response = client.get("/login", headers=FORWARDED)
-        assert request.remote_addr == "203.0.113.9"  # the entry our one proxy added, not the client's
+        assert request.remote_addr == "203.0.113.9"  # added by our one proxy, not by the client
         assert (request.scheme, request.host, request.script_root) == (
             "https", "tour.example:8443", "/tour")
         assert url_for("notes", _external=True) == "https://tour.example:8443/tour/notes"
@@ -1300,9 +1307,9 @@ def running(command, port, log, **popen_args):
             proc.wait()
 
 
-def run_gunicorn(tmp_path, workers=2, env=None, args=(), target="app:app"):
-    """Run gunicorn on a free loopback port; `env` adds variables, or removes them with None."""
-    port = free_port()
+def run_gunicorn(tmp_path, workers=2, env=None, port=None, args=(), target="app:app"):
+    """Run gunicorn on a loopback port; `env` adds variables, or removes them with None."""
+    port = port or free_port()
     environment = {**os.environ, "FLASK_DATABASE": str(tmp_path / "gunicorn.sqlite"),
                    "FLASK_SECRET_KEY": TEST_SECRET, **(env or {})}
     command = [sys.executable, "-m", "gunicorn", target, "--bind", f"127.0.0.1:{port}",
@@ -1344,6 +1351,14 @@ def logged_requests(path, url_path):
     """The worker pids of the requests for `url_path` in a gunicorn access log."""
     lines = path.read_text().splitlines() if path.exists() else []
     return [fields[0] for fields in map(str.split, lines) if fields[2] == url_path]
+
+
+def worker_pids(log, url_path, count):
+    """The pids of the workers that served `count` requests for `url_path`, once all are logged."""
+    def logged():
+        pids = logged_requests(log, url_path)
+        return len(pids) == count and pids
+    return set(wait_for(logged, f"{count} requests for {url_path} in {log.name}"))
 
 
 @dataclass
@@ -1463,10 +1478,8 @@ def test_workers_started_together_share_one_generated_secret_key(tmp_path):
             tokens = list(pool.map(new_token, range(8)))
             results = list(pool.map(accepted, tokens * 4))
         assert results == [(200, True)] * 32
-        minters = wait_for(lambda: len(logged_requests(requests_log, "/api/token")) == 8
-                           and set(logged_requests(requests_log, "/api/token")), "the access log")
-        checkers = set(wait_for(lambda: len(logged_requests(requests_log, "/hooks")) == 32
-                                and logged_requests(requests_log, "/hooks"), "the access log"))
+        minters, checkers = (worker_pids(requests_log, "/api/token", 8),
+                             worker_pids(requests_log, "/hooks", 32))
         assert len(minters) >= 2 and len(checkers) >= 2, "the requests did not spread"
     assert sorted(os.listdir(instance)) == ["secret_key"]
 
