@@ -612,6 +612,8 @@ class Field:
         """Return an error message for `value`, or None when it is fine."""
         if not isinstance(value, str):
             return "Must be a string."
+        if not is_utf8_encodable(value):  # JSON's "\ud800" escapes decode to lone surrogates
+            return "Must be valid Unicode text."
         if self.min_length and not value:
             return "This field is required."
         if len(value) < self.min_length:
@@ -621,6 +623,15 @@ class Field:
         if self.pattern and not re.fullmatch(self.pattern, value):
             return self.pattern_message
         return None
+
+
+def is_utf8_encodable(text):
+    """False for strings SQLite and the password hasher cannot store, such as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 USER_FIELDS = {

@@ -569,6 +569,7 @@ def test_malformed_json_is_400(client, body):
     ({"title": "x", "body": ["a"]}, {"body": "Must be a string."}),
     ({"title": "x", "colour": "red"}, {"colour": "Unknown field."}),
     ({"title": "x", "user_id": 1, "id": 9}, {"user_id": "Unknown field.", "id": "Unknown field."}),
+    ({"title": "\ud800"}, {"title": "Must be valid Unicode text."}),
 ])
 def test_invalid_fields_are_422_with_details(client, app, body, errors):
     response = client.post("/api/notes", json=body, headers=api_headers(client))
