@@ -235,7 +235,7 @@ def token_class(token, previous):
 
 @functools.cache
 def highlight_python(source, first_line=1):
-    """Python source as HTML: one numbered line per `<span>`, its tokens coloured."""
+    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
     offsets = [0]
     for line in source.split("\n"):
         offsets.append(offsets[-1] + len(line) + 1)
@@ -258,7 +258,7 @@ def highlight_python(source, first_line=1):
             if part:
                 lines[-1].append(Markup('<span class="tok-{}">{}</span>').format(kind, part)
                                  if kind else escape(part))
-    return Markup("\n").join(Markup('<span class="line" data-line="{}">{}</span>').format(
+    return Markup().join(Markup('<span class="line" data-line="{}">{}\n</span>').format(
         first_line + number, Markup().join(parts)) for number, parts in enumerate(lines))
 
 
