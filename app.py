@@ -129,7 +129,7 @@ TOPICS = (
            ("Search your notes", "search", {"q": "flask"}))),
     Topic(4, "Templates (Jinja2)",
           "HTML lives in templates/, filled in and escaped by Jinja2.",
-          "`render_template('welcome.html', user=user)`.",
+          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
           "Every page extends one `base.html`; macros render form fields and pagination; "
           "`url_for` builds every link so the app works under a URL prefix.",
           (("Welcome page", "welcome", {"user": "Ada"}),)),
@@ -142,7 +142,7 @@ TOPICS = (
           (("Register", "register", {}), ("Log in", "login", {}), ("Your notes", "notes", {}))),
     Topic(6, "REST APIs with Flask (MethodView)",
           "Class-based views: one method per HTTP verb.",
-          "Flask-RESTful's `Resource` with `get()`.",
+          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
           "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
           "204, 404, 405, 415, 422) and an OpenAPI description.",
           (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {})),
@@ -155,26 +155,26 @@ TOPICS = (
           (("GET /data", "data", {}),)),
     Topic(8, "Configurations & environment variables",
           "Settings layered from defaults, a file, the environment and the factory.",
-          "`app.config['DEBUG'] = True` and `from_envvar('APP_SETTINGS')`.",
+          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
           "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
           "`/config` shows where each setting came from, secrets masked.",
           (("Effective settings", "show_config", {}),)),
     Topic(9, "Database integration (sqlite3)",
           "One SQLite connection per request, on `g`, closed at teardown.",
-          "`sqlite3.connect('data.db')` at import time, shared by every request.",
+          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
           "A connection per request (one shared connection is not safe across threads) with "
           "WAL, a busy timeout and foreign keys on; the schema is created on first use and "
           "`flask init-db` resets it.",
           (("Health check (queries the database)", "healthz", {}),)),
     Topic(10, "Models (an ORM-style layer)",
           "Dataclasses with class methods are the only code that writes SQL.",
-          "Flask-SQLAlchemy's `db.Model`.",
+          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
           "A dozen-line model layer on sqlite3, always with `?` parameters, so no "
           "user input is ever pasted into SQL.",
           (("Your notes", "notes", {}), ("Search", "search", {"q": "%"}))),
     Topic(11, "Authentication & JWT",
           "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
-          "Flask-JWT-Extended's `create_access_token`.",
+          "Install Flask-JWT-Extended and call its `create_access_token`.",
           "HS256 JWTs in a few short hmac/hashlib functions, so every check is there to read: "
           "strict verification (alg, exp, signature in constant time), revocation, and "
           "throttled logins.",
@@ -188,7 +188,7 @@ TOPICS = (
           (("What the hooks did to this request", "hooks", {}),)),
     Topic(13, "Error handling & custom error pages",
           "Every error is a friendly page, or problem+json for the API.",
-          "`@app.errorhandler(404)` rendering `404.html`.",
+          "`@app.errorhandler(404)` renders a custom `404.html`.",
           "One handler for every HTTP error, one for crashes: the traceback is logged, never "
           "shown, because it would tell an attacker how the app works inside.",
           (("404 page", "error_demo", {"code": 404}), ("500 page", "error_demo", {"code": 500}),
