@@ -633,6 +633,7 @@ def test_login_failure_has_one_message_and_keeps_the_username(auth, username, pa
     assert "Unknown username or wrong password." in html
     assert f'value="{username}"' in html
     assert password not in html or not password
+    assert html.count('aria-describedby="form-error"') == 2 and 'id="form-error"' in html
 
 
 def test_logout_requires_post(client):
