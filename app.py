@@ -217,7 +217,7 @@ def source_sections():
 
 
 def token_class(token, previous):
-    """The CSS class that colours one token (`previous` is the text before it), or None."""
+    """The CSS class that colours one token (`previous`: the text of the one before), or None."""
     kind = tokenize.tok_name[token.type]
     if kind in ("COMMENT", "NUMBER"):
         return kind.lower()
@@ -233,9 +233,8 @@ def token_class(token, previous):
     return None
 
 
-@functools.cache
-def highlight_python(source, first_line=1):
-    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
+def coloured_pieces(source):
+    """Split Python source into (text, CSS class or None) pieces that join back into it exactly."""
     offsets = [0]
     for line in source.split("\n"):
         offsets.append(offsets[-1] + len(line) + 1)
@@ -248,10 +247,16 @@ def highlight_python(source, first_line=1):
                 pieces += [(source[position:start], None), (source[start:end], kind)]
                 position = end
             previous = token.string
-    except tokenize.TokenError:  # an unfinished fragment: the rest simply stays uncoloured
+    except (tokenize.TokenError, SyntaxError):  # an unfinished fragment: the rest stays plain
         pass
+    return pieces + [(source[position:], None)]
+
+
+@functools.cache
+def highlight_python(source, first_line=1):
+    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
     lines = [[]]
-    for text, kind in pieces + [(source[position:], None)]:
+    for text, kind in coloured_pieces(source):
         for index, part in enumerate(text.split("\n")):
             if index:
                 lines.append([])
