@@ -192,21 +192,23 @@ def test_unknown_topic_is_the_404_page(client, url):
 
 
 class LinkCollector(HTMLParser):
-    """Collects href, src and GET form actions as links, POST form actions apart."""
+    """Collects href, src and GET form actions as links; POST actions and data-*-url apart."""
 
     def __init__(self):
         super().__init__()
-        self.links, self.post_actions = [], []
+        self.links, self.other_targets = [], []  # other: POST forms, URLs that app.js calls
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        self.other_targets.extend(value for name, value in attrs.items()
+                                  if name.startswith("data-") and name.endswith("-url"))
         if tag in ("a", "link") and attrs.get("href"):
             self.links.append(attrs["href"])
         if tag == "script" and attrs.get("src"):
             self.links.append(attrs["src"])
         if tag == "form" and attrs.get("action"):
             is_get = attrs.get("method", "get").lower() == "get"
-            (self.links if is_get else self.post_actions).append(attrs["action"])
+            (self.links if is_get else self.other_targets).append(attrs["action"])
 
 
 def internal_links(html, base):
@@ -1430,16 +1432,16 @@ def app_under_demo(tmp_path, mount):
     return app
 
 
-def post_actions(client, urls):
-    """The actions of the POST forms on the HTML pages at `urls`."""
-    actions = set()
+def other_targets(client, urls):
+    """The POST form actions and the URLs app.js calls, on the HTML pages at `urls`."""
+    targets = set()
     for url in urls:
         response = client.get(url)
         if response.mimetype == "text/html":
             collector = LinkCollector()
             collector.feed(response.get_data(as_text=True))
-            actions.update(collector.post_actions)
-    return actions
+            targets.update(collector.other_targets)
+    return targets
 
 
 @pytest.mark.parametrize("mount", ["dispatcher", "proxy"])
@@ -1456,9 +1458,9 @@ def test_everything_stays_under_the_prefix(tmp_path, mount):
         assert all(url.startswith("/demo/") for url in results), results
         assert not {url: status for url, status in results.items()
                     if status >= 400 and not url.startswith("/demo/errors/")}
-        actions = post_actions(client, results)
+        actions = other_targets(client, results)
         assert all(action.startswith("/demo/") for action in actions), actions
-        assert ("/demo/logout" in actions) == signed_in
+        assert ("/demo/logout" in actions) == signed_in and "/demo/api/token" in actions
         if signed_in:
             delete = next(action for action in actions if action.endswith("/delete"))
             assert client.post(delete, data={"csrf_token": auth.token("/notes")}).headers[
