@@ -42,6 +42,7 @@ from flask import (
     url_for,
 )
 from flask.cli import load_dotenv
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
 from markupsafe import Markup, escape
@@ -1541,7 +1542,7 @@ def wants_json():
 
 def render_error(status, detail, headers=None):
     """The error response: problem+json or the custom error page."""
-    if wants_json():
+    if wants_json() or request_ctx.url_adapter is None:  # a bad Host: no URL, so no page
         return problem(status, detail, headers)
     page = render_template("error.html", status=status, detail=detail,
                            title=HTTP_ERROR_TITLES.get(status, "Error"))

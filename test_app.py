@@ -1409,6 +1409,13 @@ def test_proxy_headers_are_ignored_by_default(tmp_path):
     assert "/tour/" not in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
+def test_a_malformed_host_is_a_400_not_a_500(tmp_path, header):
+    client = app_behind_proxies(tmp_path, 1).test_client()
+    response = client.get("/", headers={header: "x" * 64 + ".example"})  # labels stop at 63
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+
+
 # Embedding: under a prefix, and two apps in one process --------------------
 
 def behind_proxy_at(prefix, wsgi_app):
