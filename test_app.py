@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import io
 import json
 import os
 import re
@@ -14,12 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
+import flask
 import pytest
 import werkzeug.security
 
@@ -1278,6 +1279,9 @@ def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app
 
 def test_session_cookie_alone_gets_401_on_the_api(client, logged_in):
     assert "Signed in as" in client.get("/").get_data(as_text=True)
+    with client:
+        client.get("/api/hello")
+        assert flask.g.user is None  # the cookie was not even read
     for method, url in [("GET", "/api/me"), ("GET", "/api/notes"), ("POST", "/api/notes"),
                         ("POST", "/api/logout"), ("DELETE", "/api/notes/1")]:
         response = client.open(url, method=method, json={"title": "x"})
@@ -1512,6 +1516,29 @@ def test_oversized_body_is_413(client, app):
     assert count_rows(app, "notes") == 0
 
 
+def send_chunked(client, url, body, headers=(), **kwargs):
+    """POST `body` without Content-Length, as gunicorn passes on a chunked request."""
+    return client.post(url, input_stream=io.BytesIO(body), environ_overrides={
+        "wsgi.input_terminated": True}, headers={"Transfer-Encoding": "chunked", **dict(headers)},
+        **kwargs)
+
+
+def test_oversized_chunked_body_is_413_not_truncated(client, logged_in, app):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    token = logged_in.token("/notes")
+    big = json.dumps({"title": "x" * limit}).encode()
+    api = send_chunked(client, "/api/notes", big, content_type="application/json",
+                       headers=api_headers(client, "bob"))
+    assert api.status_code == 413 and api.mimetype == "application/problem+json"
+    form = urlencode({"csrf_token": token, "title": "t", "body": "x" * limit}).encode()
+    page = send_chunked(client, "/notes", form, content_type="application/x-www-form-urlencoded")
+    assert page.status_code == 413 and page.mimetype == "text/html"
+    small = urlencode({"csrf_token": token, "title": "chunked", "body": ""}).encode()
+    assert send_chunked(client, "/notes", small.ljust(limit, b"&"),
+                        content_type="application/x-www-form-urlencoded").status_code == 302
+    assert count_rows(app, "notes") == 1
+
+
 API_BODY_TARGETS = [("POST", "/api/users"), ("POST", "/api/token"), ("POST", "/api/notes"),
                     ("PUT", "/api/notes/1"), ("PATCH", "/api/notes/1")]
 
@@ -1729,7 +1756,7 @@ def fuzz_requests(document):
         for method, operation in operations.items():
             for value in HOSTILE_VALUES:
                 raw = str(value).encode("utf-8", "surrogatepass")  # URLs carry bytes
-                url = re.sub(r"\{\w+\}", urllib.parse.quote(raw, safe=""), path) + "?" + urlencode(
+                url = re.sub(r"\{\w+\}", quote(raw, safe=""), path) + "?" + urlencode(
                     {p["name"]: raw for p in operation.get("parameters", ()) if p["in"] == "query"})
                 schema_name = (operation.get("requestBody", {}).get("content", {})
                                .get("application/json", {}).get("schema", {}).get("$ref", ""))
