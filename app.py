@@ -9,7 +9,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import io
 import json
+import keyword
 import logging
 import math
 import os
@@ -18,6 +20,7 @@ import secrets
 import sqlite3
 import tempfile
 import time
+import tokenize
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ from flask import (
 from flask.cli import load_dotenv
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
+from markupsafe import Markup, escape
 from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
@@ -86,8 +90,9 @@ def create_app(config=None, *, instance_path=None):
 # ---------------------------------------------------------------------------
 # `/` is the tour: one card per topic with its live demos. `/topics/<int:n>` shows
 # that topic's section of this very file, found by its numbered banner, so the
-# code on screen can never drift from the code that runs. The `int` converter
-# means `/topics/abc` is a 404 before our view even runs.
+# code on screen can never drift from the code that runs; `highlight_python`
+# colours it with the standard library's tokenizer, so it needs no JavaScript.
+# The `int` converter means `/topics/abc` is a 404 before our view even runs.
 
 
 @dataclass(frozen=True)
@@ -98,19 +103,22 @@ class Topic:
     cheat_sheet: str
     our_version: str
     demos: tuple  # (label, endpoint, url_for arguments)
+    api_console: bool = False  # the page offers a console that calls the JSON API
 
 
 TOPICS = (
     Topic(1, "Flask setup & project structure",
           "An application factory that builds the app, configured and ready.",
-          "`app = Flask(__name__)` at module level, one project folder.",
-          "`create_app()` builds independent apps (tests, embedding); `app = create_app()` "
-          "still serves `flask run` and `gunicorn app:app`.",
+          "One global `app = Flask(__name__)` in a project folder with static/ and templates/.",
+          "A `create_app()` factory builds independent apps, so each test or embedding gets its "
+          "own settings and database; `app = create_app()` still serves `flask run` and "
+          "`gunicorn app:app`.",
           (("The tour itself", "tour", {}),)),
     Topic(2, "Routing (@app.route)",
           "Decorators map URLs to view functions.",
-          "`@app.route('/')` returning a string.",
-          "Typed converters (`<int:n>`) reject bad URLs with a 404 before the view runs.",
+          "`@app.route('/')` maps a URL to a function that returns a string.",
+          "Typed converters (`<int:n>`) turn a bad URL into a 404 before the view runs, so no "
+          "view parses its own arguments; pages come from templates, not strings.",
           (("Topic 2's own page", "topic", {"number": 2}),)),
     Topic(3, "URL parameters & query strings",
           "Values from the path and from `?q=` reach the view.",
@@ -121,60 +129,68 @@ TOPICS = (
            ("Search your notes", "search", {"q": "flask"}))),
     Topic(4, "Templates (Jinja2)",
           "HTML lives in templates/, filled in and escaped by Jinja2.",
-          "`render_template('welcome.html', user=user)`.",
+          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
           "Every page extends one `base.html`; macros render form fields and pagination; "
           "`url_for` builds every link so the app works under a URL prefix.",
           (("Welcome page", "welcome", {"user": "Ada"}),)),
     Topic(5, "Handling forms & requests (GET, POST)",
           "Forms that validate, keep input, and redirect after success.",
-          "`request.form['username']`, which is a bare 400 when the field is missing.",
-          "`request.form.get` plus validation that re-renders with messages, a CSRF token "
-          "on every form, and post/redirect/get.",
+          "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
+          "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
+          "token on every form, so another site cannot post as you; post/redirect/get, so a "
+          "reload never posts twice.",
           (("Register", "register", {}), ("Log in", "login", {}), ("Your notes", "notes", {}))),
     Topic(6, "REST APIs with Flask (MethodView)",
           "Class-based views: one method per HTTP verb.",
-          "Flask-RESTful's `Resource` with `get()`.",
+          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
           "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
           "204, 404, 405, 415, 422) and an OpenAPI description.",
-          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {}))),
+          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {})),
+          api_console=True),
     Topic(7, "JSON responses (jsonify)",
           "Dicts become JSON responses; errors are problem+json.",
-          "`jsonify({...})`.",
-          "Returning a dict is enough; every API error is RFC 9457 problem+json.",
+          "`jsonify({...})` turns a dict into a JSON response.",
+          "Returning a dict is enough; every API error is RFC 9457 problem+json, so a client "
+          "handles every failure the same way.",
           (("GET /data", "data", {}),)),
     Topic(8, "Configurations & environment variables",
           "Settings layered from defaults, a file, the environment and the factory.",
-          "`app.config['DEBUG'] = True` and `from_envvar('APP_SETTINGS')`.",
+          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
           "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
           "`/config` shows where each setting came from, secrets masked.",
           (("Effective settings", "show_config", {}),)),
     Topic(9, "Database integration (sqlite3)",
           "One SQLite connection per request, on `g`, closed at teardown.",
-          "`sqlite3.connect('data.db')` at import time, shared by every request.",
-          "A connection per request with WAL, a busy timeout and foreign keys on; "
-          "the schema is created on first use and `flask init-db` resets it.",
+          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
+          "A connection per request (one shared connection is not safe across threads) with "
+          "WAL, a busy timeout and foreign keys on; the schema is created on first use and "
+          "`flask init-db` resets it.",
           (("Health check (queries the database)", "healthz", {}),)),
     Topic(10, "Models (an ORM-style layer)",
           "Dataclasses with class methods are the only code that writes SQL.",
-          "Flask-SQLAlchemy's `db.Model`.",
+          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
           "A dozen-line model layer on sqlite3, always with `?` parameters, so no "
           "user input is ever pasted into SQL.",
           (("Your notes", "notes", {}), ("Search", "search", {"q": "%"}))),
     Topic(11, "Authentication & JWT",
           "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
-          "Flask-JWT-Extended's `create_access_token`.",
-          "HS256 JWTs with hmac/hashlib, strict verification (alg, exp, signature in "
-          "constant time), revocation, and throttled logins.",
-          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {}))),
+          "Install Flask-JWT-Extended and call its `create_access_token`.",
+          "HS256 JWTs in a few short hmac/hashlib functions, so every check is there to read: "
+          "strict verification (alg, exp, signature in constant time), revocation, and "
+          "throttled logins.",
+          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {})),
+          api_console=True),
     Topic(12, "Middleware / request hooks",
           "Code that runs before and after every request.",
           "`print()` in `before_request` and `after_request`.",
-          "A request id, timing, security headers and an access log line, through the logger.",
+          "A request id, timing, security headers and an access log line, through the logger "
+          "rather than `print()`, so it can be filtered and sent where operations need it.",
           (("What the hooks did to this request", "hooks", {}),)),
     Topic(13, "Error handling & custom error pages",
           "Every error is a friendly page, or problem+json for the API.",
-          "`@app.errorhandler(404)` rendering `404.html`.",
-          "One handler for every HTTP error, one for crashes (logged, never shown).",
+          "`@app.errorhandler(404)` renders a custom `404.html`.",
+          "One handler for every HTTP error, one for crashes: the traceback is logged, never "
+          "shown, because it would tell an attacker how the app works inside.",
           (("404 page", "error_demo", {"code": 404}), ("500 page", "error_demo", {"code": 500}),
            ("429 page", "error_demo", {"code": 429}))),
     Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
@@ -200,8 +216,65 @@ def source_sections():
     return sections
 
 
+def token_class(token, previous):
+    """The CSS class that colours one token (`previous`: the text of the one before), or None."""
+    kind = tokenize.tok_name[token.type]
+    if kind in ("COMMENT", "NUMBER"):
+        return kind.lower()
+    if kind == "STRING" or kind.startswith("FSTRING"):
+        return "string"
+    decorator = re.match(r"\s*@[\w.]+", token.line)
+    if decorator and token.start[0] == token.end[0] and token.end[1] <= decorator.end():
+        return "decorator"
+    if kind == "NAME" and keyword.iskeyword(token.string):
+        return "keyword"
+    if kind == "NAME" and previous in ("def", "class"):
+        return "definition"
+    return None
+
+
+def coloured_pieces(source):
+    """Split Python source into (text, CSS class or None) pieces that join back into it exactly."""
+    offsets = [0]
+    for line in source.split("\n"):
+        offsets.append(offsets[-1] + len(line) + 1)
+    pieces, position, previous = [], 0, None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            kind = token_class(token, previous)
+            start, end = (offsets[row - 1] + column for row, column in (token.start, token.end))
+            if kind and start >= position:
+                pieces += [(source[position:start], None), (source[start:end], kind)]
+                position = end
+            previous = token.string
+    except (tokenize.TokenError, SyntaxError):  # an unfinished fragment: the rest stays plain
+        pass
+    return pieces + [(source[position:], None)]
+
+
+@functools.cache
+def highlight_python(source, first_line=1):
+    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
+    lines = [[]]
+    for text, kind in coloured_pieces(source):
+        for index, part in enumerate(text.split("\n")):
+            if index:
+                lines.append([])
+            if part:
+                lines[-1].append(Markup('<span class="tok-{}">{}</span>').format(kind, part)
+                                 if kind else escape(part))
+    return Markup().join(Markup('<span class="line" data-line="{}">{}\n</span>').format(
+        first_line + number, Markup().join(parts)) for number, parts in enumerate(lines))
+
+
+def inline_code(text):
+    """Escape `text` and show its `backticked` parts as code."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
 def register_routing(app):
     """The tour and one page per topic."""
+    app.add_template_filter(inline_code)
 
     @app.route("/")
     def tour():
@@ -219,6 +292,7 @@ def register_routing(app):
             topic=TOPICS[number - 1],
             source=source,
             first_line=first_line,
+            code=highlight_python(source, first_line),
             previous=TOPICS[number - 2] if number > 1 else None,
             next=TOPICS[number] if number < len(TOPICS) else None,
         )

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -13,9 +14,11 @@ import stat
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -23,6 +26,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import flask
 import pytest
 import werkzeug.security
+from markupsafe import escape
+from werkzeug.serving import make_server
 
 import app as tour
 from app import Note, User, UsernameTaken, create_app, jwt_decode, jwt_encode, InvalidToken
@@ -240,6 +245,241 @@ def test_every_internal_link_answers_below_400(client, logged_in, signed_in):
     assert len(results) > 30
 
 
+APP_LINES = (ROOT / "app.py").read_text(encoding="utf-8").splitlines()
+CODE_LINE = re.compile(r'<span class="line" data-line="(\d+)">(.*?)\n</span>', re.S)
+
+
+def code_lines(html):
+    """(line number, text) of each numbered code line on a page, markup removed."""
+    return [(int(number), unescape(re.sub(r"<[^>]+>", "", text)))
+            for number, text in CODE_LINE.findall(html)]
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_topic_page_numbers_its_code_with_the_real_app_py_lines(client, number):
+    first_line, source = tour.source_sections()[number]
+    lines = code_lines(client.get(f"/topics/{number}").get_data(as_text=True))
+    assert [line_number for line_number, _ in lines] == list(
+        range(first_line, first_line + source.count("\n") + 1))
+    assert all(text == APP_LINES[line_number - 1] for line_number, text in lines)
+    assert APP_LINES[first_line].startswith(f"# {number}. ")
+
+
+def test_highlighting_marks_tokens_and_keeps_the_text_exactly():
+    source = ('@app.route("/")\ndef home():\n    """Say <b>hi</b> & bye."""\n'
+              '    return 42  # the answer\n\nclass Page:\n    pass')
+    html = tour.highlight_python(source, 10)
+    assert code_lines(html) == list(enumerate(source.split("\n"), start=10))
+    for marked in ('<span class="tok-decorator">@</span><span class="tok-decorator">app</span>',
+                   '<span class="tok-keyword">def</span> <span class="tok-definition">home</span>',
+                   '<span class="tok-string">&#34;&#34;&#34;Say &lt;b&gt;hi&lt;/b&gt; &amp; bye.',
+                   '<span class="tok-number">42</span>', '<span class="tok-comment"># the answer</span>',
+                   '<span class="tok-keyword">class</span> <span class="tok-definition">Page</span>'):
+        assert marked in html
+    assert "<b>" not in html
+
+
+def test_highlighting_an_unfinished_fragment_still_shows_all_of_it():
+    source = 'call(1,\n    "two"'
+    html = tour.highlight_python(source)
+    assert code_lines(html) == [(1, "call(1,"), (2, '    "two"')]
+
+
+def topic_links(html):
+    """The rel=prev / rel=next hrefs of a topic page's topic navigation."""
+    return set(re.findall(r'<a rel="(prev|next)" href="/topics/(\d+)"', html))
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_previous_and_next_topic_links(client, number):
+    links = topic_links(client.get(f"/topics/{number}").get_data(as_text=True))
+    expected = {("prev", str(number - 1))} if number > 1 else set()
+    expected |= {("next", str(number + 1))} if number < 14 else set()
+    assert links == expected
+
+
+def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(client):
+    for topic in tour.TOPICS:
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        assert str(tour.inline_code(topic.cheat_sheet)) in html
+        assert str(tour.inline_code(topic.our_version)) in html
+        for _, endpoint, arguments in topic.demos:
+            with client.application.test_request_context():
+                assert 'href="%s"' % escape(tour.url_for(endpoint, **arguments)) in html
+
+
+def test_inline_code_escapes_then_marks_backticks():
+    assert tour.inline_code("`<b>` & `x`") == "<code>&lt;b&gt;</code> &amp; <code>x</code>"
+
+
+class StrictPolicyChecker(HTMLParser):
+    """Lists what a page has that `script-src 'self'; style-src 'self'` would block."""
+
+    def __init__(self):
+        super().__init__()
+        self.violations, self.in_script = [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "script" and not attrs.get("src"):
+            self.violations.append("inline <script>")
+        if tag == "style":
+            self.violations.append("<style> element")
+        for name, value in attrs.items():
+            if name == "style" or name.startswith("on"):
+                self.violations.append(f"{name}= attribute on <{tag}>")
+            if name in ("href", "src", "action") and (value or "").lower().startswith("javascript:"):
+                self.violations.append(f"javascript: URL on <{tag}>")
+            if name in ("href", "src") and tag != "a" and urlsplit(value or "").netloc:
+                self.violations.append(f"off-site {name} on <{tag}>")
+
+
+def crawled_pages(client, logged_in):
+    """Every page the crawl reaches, signed in with a note, plus pages showing form errors."""
+    client.post("/notes", data={"title": "a note", "body": "", "csrf_token": logged_in.token("/notes")})
+    pages = {url: client.get(url) for url in crawl(client, "/")}
+    pages["notes with errors"] = client.post("/notes", data={"csrf_token": logged_in.token("/notes")})
+    logged_in.logout()
+    pages["login failure"] = logged_in.login("nobody", "wrong password")
+    pages["register errors"] = logged_in.register("x", "short")
+    return {url: response for url, response in pages.items() if response.mimetype == "text/html"}
+
+
+def test_every_page_passes_the_content_security_policy(client, logged_in):
+    pages = crawled_pages(client, logged_in)
+    assert len(pages) > 30
+    for url, response in pages.items():
+        policy = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "unsafe-inline" not in policy, url
+        checker = StrictPolicyChecker()
+        checker.feed(response.get_data(as_text=True))
+        assert checker.violations == [], url
+
+
+class FieldCollector(HTMLParser):
+    """Collects a page's form fields, label targets, ids and aria-describedby references."""
+
+    def __init__(self):
+        super().__init__()
+        self.fields, self.labelled, self.ids, self.described_by = [], set(), set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id"))
+        if tag == "label":
+            self.labelled.add(attrs.get("for"))
+        if tag in ("input", "textarea", "select") and attrs.get("type") not in ("hidden", "submit"):
+            self.fields.append(attrs)
+        self.described_by += (attrs.get("aria-describedby") or "").split()
+
+
+def test_every_form_field_is_labelled_and_its_errors_exist(client, logged_in):
+    for url, response in crawled_pages(client, logged_in).items():
+        page = FieldCollector()
+        page.feed(response.get_data(as_text=True))
+        for field in page.fields:
+            assert field.get("id") in page.labelled or field.get("aria-label"), (url, field)
+        assert set(page.described_by) <= page.ids, url
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_api_console_only_on_the_rest_and_jwt_topics(client, number):
+    html = client.get(f"/topics/{number}").get_data(as_text=True)
+    if number in (6, 11):
+        assert ('data-users-url="/api/users"' in html and 'data-token-url="/api/token"' in html
+                and 'data-notes-url="/api/notes"' in html)
+        assert re.search(r'<section class="api-console"[^>]* hidden', html)  # shown by app.js
+    else:
+        assert "data-api-console" not in html
+
+
+def test_api_console_urls_keep_the_mount_prefix(client):
+    html = client.get("/topics/6", base_url="http://localhost/demo").get_data(as_text=True)
+    assert 'data-token-url="/demo/api/token"' in html and 'data-notes-url="/demo/api/notes"' in html
+
+
+def css_colours(css):
+    """The light and the dark values of the stylesheet's colour variables."""
+    dark_start = css.index("@media (prefers-color-scheme: dark)")
+    light = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", css[:dark_start]))
+    dark = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", css[dark_start:css.index("}", dark_start)]))
+    return {"light": light, "dark": {**light, **dark}}
+
+
+def contrast(first, second):
+    """The WCAG 2 contrast ratio of two #rrggbb colours."""
+    def luminance(colour):
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(first), luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+TEXT_PAIRS = [("fg", "bg"), ("fg", "card"), ("muted", "bg"), ("muted", "card"), ("accent", "bg"),
+              ("accent", "card"), ("error", "bg"), ("error", "card"), ("ok", "bg"),
+              ("on-accent", "accent"), ("line-number", "code-bg")] + [
+             (f"tok-{kind}", "code-bg")
+             for kind in ("keyword", "string", "comment", "number", "definition", "decorator")]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_colours_meet_wcag_aa_contrast(scheme):
+    colours = css_colours((ROOT / "static" / "style.css").read_text())[scheme]
+    low = {pair: round(contrast(colours[pair[0]], colours[pair[1]]), 2) for pair in TEXT_PAIRS
+           if contrast(colours[pair[0]], colours[pair[1]]) < 4.5}
+    assert low == {}
+    # Focus rings and input borders are not text: 3:1 against the page (WCAG 1.4.11).
+    assert min(contrast(colours[name], colours[background])
+               for name in ("focus", "muted") for background in ("bg", "card")) >= 3
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Serve `app` on a free loopback port from a thread until the block ends."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def dump_dom(url, tmp_path, timeout=60):
+    """The DOM of `url` after its scripts ran, from headless Chromium, killed if it hangs."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group, to stop its helpers too
+    try:
+        dom, _ = proc.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
+    return dom.decode()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
+    with serve_in_thread(app) as base:
+        tour_dom = dump_dom(base + "/", tmp_path)
+        topic_dom = dump_dom(base + "/topics/11", tmp_path)
+    assert 'class="copy-button"' in tour_dom and 'class="toggle"' in tour_dom
+    assert topic_dom.count('class="copy-button"') == 1 and 'aria-pressed="false"' in topic_dom
+    assert '<span class="tok-keyword">def</span> <span class="tok-definition">jwt_encode</span>' in topic_dom
+    for shown_by_script in (r'<section class="api-console"[^>]*>', r'<p class="hint"[^>]*>'):
+        assert "hidden" not in re.search(shown_by_script, topic_dom).group(0)
+
+
 # ---------------------------------------------------------------------------
 # 3. URL parameters & query strings
 # ---------------------------------------------------------------------------
@@ -397,6 +637,7 @@ def test_login_failure_has_one_message_and_keeps_the_username(auth, username, pa
     assert "Unknown username or wrong password." in html
     assert f'value="{username}"' in html
     assert password not in html or not password
+    assert html.count('aria-describedby="form-error"') == 2 and 'id="form-error"' in html
 
 
 def test_logout_requires_post(client):
@@ -1354,7 +1595,7 @@ def test_user_enumeration_via_the_login_message_is_impossible(client, auth):
 
     def form_error(username, password):
         html = auth.login(username, password).get_data(as_text=True)
-        return re.search(r'<p class="error" role="alert">([^<]*)</p>', html)[1]
+        return re.search(r'<p class="error"[^>]* role="alert">([^<]*)</p>', html)[1]
     assert form_error("nobody", PASSWORD) == form_error("alice", "wrong password")
 
 
