@@ -808,7 +808,7 @@ DEFAULTS = {
     "SESSION_COOKIE_SECURE": False,
 }
 EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|_KEY$|_TOKEN$")
 
 
 def configure(app, overrides):
@@ -863,13 +863,24 @@ def refuse_weak_secrets(app):
     if app.debug or app.testing:
         return
     for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
-        key = app.config[name]
-        if key is not None and (len(str(key)) < 32 or key == EXAMPLE_SECRET):
+        if app.config[name] is not None and is_weak_key(app.config[name]):
             raise RuntimeError(
-                f"{name} is too weak (empty, shorter than 32 characters, or the example value). "
+                f"{name} is too weak (empty, shorter than 32 bytes, or the example value). "
                 f"Set FLASK_{name} to the output of "
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
                 "or unset it to use the key generated in the instance folder.")
+
+
+def is_weak_key(key):
+    """True for a key under 32 bytes, the example value, or not text at all."""
+    if not isinstance(key, (str, bytes)):  # FLASK_SECRET_KEY=123… arrives as a number
+        return True
+    return len(key_bytes(key)) < 32 or key_bytes(key) == EXAMPLE_SECRET.encode()
+
+
+def key_bytes(key):
+    """A configured key as bytes, as HMAC needs it."""
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 def register_configuration_page(app):
@@ -1173,9 +1184,15 @@ class LoginThrottle:
 
     @classmethod
     def reset(cls, username, address):
-        """Forget the failures of a username and address after a successful login."""
-        get_db().executemany("DELETE FROM login_failures WHERE key = ?",
-                             [(key,) for key in cls.keys(username, address)])
+        """After a successful login, forget the failures against this username."""
+        user_key, address_key = cls.keys(username, address)
+        db = get_db()
+        # A failure is one row per key with the same timestamp. Drop only the address's rows
+        # for this username, so logging in to your own account between guesses at other
+        # accounts does not reset the address's count.
+        db.execute("DELETE FROM login_failures WHERE key = ? AND failed_at IN"
+                   " (SELECT failed_at FROM login_failures WHERE key = ?)", (address_key, user_key))
+        db.execute("DELETE FROM login_failures WHERE key = ?", (user_key,))
 
 
 class RevokedToken:
@@ -1186,7 +1203,7 @@ class RevokedToken:
         db = get_db()
         db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
         db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
-                   (jti, int(expires_at)))
+                   (jti, min(int(expires_at), SQLITE_MAX_INTEGER)))
 
     @staticmethod
     def is_revoked(jti):
@@ -1203,11 +1220,15 @@ class RevokedToken:
 # verifier accepts only HS256, compares signatures in constant time, requires
 # `exp`, and answers failures as RFC 6750 says. Repeated failed logins are
 # throttled through `LoginThrottle` (section 10).
-# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10) and `problem` (section 7).
+# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10), `problem` (section 7) and
+# `key_bytes` (section 8).
 
 MAX_TOKEN_LENGTH = 4096
 CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# Header parameters that would pick the key or the rules from the token itself
+# (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
+REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
 
 
 class InvalidToken(Exception):
@@ -1223,7 +1244,10 @@ def b64url_decode(text):
     """Strict inverse of `b64url_encode`: no padding, no other characters."""
     if not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise InvalidToken("malformed base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:  # unused low bits set: a second spelling of the same bytes
+        raise InvalidToken("malformed base64url")
+    return data
 
 
 def json_object(segment):
@@ -1266,10 +1290,14 @@ def jwt_decode(token, key, now=None):
     segments = token.split(".")
     if len(segments) != 3:
         raise InvalidToken("a JWT has three segments")
+    if not all(BASE64URL.fullmatch(segment) for segment in segments):  # before any decoding
+        raise InvalidToken("malformed base64url")
     header_segment, payload_segment, signature_segment = segments
     header = json_object(header_segment)
-    if header.get("alg") != "HS256" or "crit" in header:  # never trust the token's own choice
+    if header.get("alg") != "HS256":  # never trust the token's own choice
         raise InvalidToken("only HS256 is accepted")
+    if REFUSED_HEADERS & header.keys():
+        raise InvalidToken("key selection and extension headers are not accepted")
     expected = hs256(key, f"{header_segment}.{payload_segment}")
     if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
         raise InvalidToken("bad signature")
@@ -1297,10 +1325,9 @@ def jwt_key():
     """The HMAC key for tokens: JWT_SECRET_KEY, or one derived from SECRET_KEY."""
     key = current_app.config["JWT_SECRET_KEY"]
     if key:
-        return key.encode() if isinstance(key, str) else key
-    secret = current_app.config["SECRET_KEY"]
-    secret = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
+        return key_bytes(key)
+    return hmac.new(key_bytes(current_app.config["SECRET_KEY"]), b"flask-tour jwt key",
+                    hashlib.sha256).digest()
 
 
 def issue_token(user):
@@ -1317,6 +1344,14 @@ def bearer_challenge(detail, error="invalid_token"):
     return problem(401, detail, headers={"WWW-Authenticate": challenge})
 
 
+def token_user(claims):
+    """The existing user whose id is the token's `sub` (a string of digits), or None."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
+        return None
+    return User.get(int(subject))
+
+
 def token_required(view):
     """Let the request through only with a valid Bearer token; sets `g.api_user`."""
     @functools.wraps(view)
@@ -1328,7 +1363,7 @@ def token_required(view):
             claims = jwt_decode(token.strip(), jwt_key())
         except InvalidToken as reason:
             return bearer_challenge(f"The token is invalid: {reason}.")
-        user = User.get(int(claims["sub"])) if str(claims.get("sub", "")).isdigit() else None
+        user = token_user(claims)
         if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
             return bearer_challenge("The token is revoked or its user no longer exists.")
         g.api_user, g.token_claims = user, claims
@@ -1459,6 +1494,7 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 # `g.user`. `after_request` adds the id, a `Server-Timing` header, the security
 # headers, and writes one access-log line through `app.logger` (not print, so it
 # can be filtered and routed). Teardown closing the database is in section 9.
+# Another `before_request` gives a chunked body over MAX_CONTENT_LENGTH its 413.
 # Uses `load_logged_in_user` (section 11).
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -1474,6 +1510,18 @@ def start_request():
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
     load_logged_in_user()
+
+
+def refuse_oversized_stream():
+    """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or not limit or \
+            not request.environ.get("wsgi.input_terminated"):
+        return
+    request.get_data(cache=True)  # forms and JSON parse this cached copy later
+    # Werkzeug stops such a stream at the limit without an error: is there more?
+    if request.environ["wsgi.input"].read(1):
+        abort(413)
 
 
 def security_headers(https):
@@ -1503,6 +1551,7 @@ def finish_request(response):
 def register_request_hooks(app):
     """Install the hooks and the page that shows what they did."""
     app.before_request(start_request)
+    app.before_request(refuse_oversized_stream)
     app.after_request(finish_request)
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
