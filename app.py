@@ -9,7 +9,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import io
 import json
+import keyword
 import logging
 import math
 import os
@@ -18,6 +20,7 @@ import secrets
 import sqlite3
 import tempfile
 import time
+import tokenize
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +43,10 @@ from flask import (
     url_for,
 )
 from flask.cli import load_dotenv
+from flask.globals import request_ctx
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
+from markupsafe import Markup, escape
 from werkzeug.exceptions import (
     HTTPException,
     MethodNotAllowed,
@@ -87,8 +92,9 @@ def create_app(config=None, *, instance_path=None):
 # ---------------------------------------------------------------------------
 # `/` is the tour: one card per topic with its live demos. `/topics/<int:n>` shows
 # that topic's section of this very file, found by its numbered banner, so the
-# code on screen can never drift from the code that runs. The `int` converter
-# means `/topics/abc` is a 404 before our view even runs.
+# code on screen can never drift from the code that runs; `highlight_python`
+# colours it with the standard library's tokenizer, so it needs no JavaScript.
+# The `int` converter means `/topics/abc` is a 404 before our view even runs.
 
 
 @dataclass(frozen=True)
@@ -99,19 +105,22 @@ class Topic:
     cheat_sheet: str
     our_version: str
     demos: tuple  # (label, endpoint, url_for arguments)
+    api_console: bool = False  # the page offers a console that calls the JSON API
 
 
 TOPICS = (
     Topic(1, "Flask setup & project structure",
           "An application factory that builds the app, configured and ready.",
-          "`app = Flask(__name__)` at module level, one project folder.",
-          "`create_app()` builds independent apps (tests, embedding); `app = create_app()` "
-          "still serves `flask run` and `gunicorn app:app`.",
+          "One global `app = Flask(__name__)` in a project folder with static/ and templates/.",
+          "A `create_app()` factory builds independent apps, so each test or embedding gets its "
+          "own settings and database; `app = create_app()` still serves `flask run` and "
+          "`gunicorn app:app`.",
           (("The tour itself", "tour", {}),)),
     Topic(2, "Routing (@app.route)",
           "Decorators map URLs to view functions.",
-          "`@app.route('/')` returning a string.",
-          "Typed converters (`<int:n>`) reject bad URLs with a 404 before the view runs.",
+          "`@app.route('/')` maps a URL to a function that returns a string.",
+          "Typed converters (`<int:n>`) turn a bad URL into a 404 before the view runs, so no "
+          "view parses its own arguments; pages come from templates, not strings.",
           (("Topic 2's own page", "topic", {"number": 2}),)),
     Topic(3, "URL parameters & query strings",
           "Values from the path and from `?q=` reach the view.",
@@ -122,66 +131,76 @@ TOPICS = (
            ("Search your notes", "search", {"q": "flask"}))),
     Topic(4, "Templates (Jinja2)",
           "HTML lives in templates/, filled in and escaped by Jinja2.",
-          "`render_template('welcome.html', user=user)`.",
+          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
           "Every page extends one `base.html`; macros render form fields and pagination; "
           "`url_for` builds every link so the app works under a URL prefix.",
           (("Welcome page", "welcome", {"user": "Ada"}),)),
     Topic(5, "Handling forms & requests (GET, POST)",
           "Forms that validate, keep input, and redirect after success.",
-          "`request.form['username']`, which is a bare 400 when the field is missing.",
-          "`request.form.get` plus validation that re-renders with messages, a CSRF token "
-          "on every form, and post/redirect/get.",
+          "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
+          "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
+          "token on every form, so another site cannot post as you; post/redirect/get, so a "
+          "reload never posts twice.",
           (("Register", "register", {}), ("Log in", "login", {}), ("Your notes", "notes", {}))),
     Topic(6, "REST APIs with Flask (MethodView)",
           "Class-based views: one method per HTTP verb.",
-          "Flask-RESTful's `Resource` with `get()`.",
+          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
           "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
           "204, 404, 405, 415, 422) and an OpenAPI description.",
-          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {}))),
+          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {})),
+          api_console=True),
     Topic(7, "JSON responses (jsonify)",
           "Dicts become JSON responses; errors are problem+json.",
-          "`jsonify({...})`.",
-          "Returning a dict is enough; every API error is RFC 9457 problem+json.",
+          "`jsonify({...})` turns a dict into a JSON response.",
+          "Returning a dict is enough; every API error is RFC 9457 problem+json, so a client "
+          "handles every failure the same way.",
           (("GET /data", "data", {}),)),
     Topic(8, "Configurations & environment variables",
           "Settings layered from defaults, a file, the environment and the factory.",
-          "`app.config['DEBUG'] = True` and `from_envvar('APP_SETTINGS')`.",
+          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
           "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
           "`/config` shows where each setting came from, secrets masked.",
           (("Effective settings", "show_config", {}),)),
     Topic(9, "Database integration (sqlite3)",
           "One SQLite connection per request, on `g`, closed at teardown.",
-          "`sqlite3.connect('data.db')` at import time, shared by every request.",
-          "A connection per request with WAL, a busy timeout and foreign keys on; "
-          "the schema is created on first use and `flask init-db` resets it.",
+          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
+          "A connection per request (one shared connection is not safe across threads) with "
+          "WAL, a busy timeout and foreign keys on; the schema is created on first use and "
+          "`flask init-db` resets it.",
           (("Health check (queries the database)", "healthz", {}),)),
     Topic(10, "Models (an ORM-style layer)",
           "Dataclasses with class methods are the only code that writes SQL.",
-          "Flask-SQLAlchemy's `db.Model`.",
+          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
           "A dozen-line model layer on sqlite3, always with `?` parameters, so no "
           "user input is ever pasted into SQL.",
           (("Your notes", "notes", {}), ("Search", "search", {"q": "%"}))),
     Topic(11, "Authentication & JWT",
           "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
-          "Flask-JWT-Extended's `create_access_token`.",
-          "HS256 JWTs with hmac/hashlib, strict verification (alg, exp, signature in "
-          "constant time), revocation, and throttled logins.",
-          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {}))),
+          "Install Flask-JWT-Extended and call its `create_access_token`.",
+          "HS256 JWTs in a few short hmac/hashlib functions, so every check is there to read: "
+          "strict verification (alg, exp, signature in constant time), revocation, and "
+          "throttled logins.",
+          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {})),
+          api_console=True),
     Topic(12, "Middleware / request hooks",
           "Code that runs before and after every request.",
           "`print()` in `before_request` and `after_request`.",
-          "A request id, timing, security headers and an access log line, through the logger.",
+          "A request id, timing, security headers and an access log line, through the logger "
+          "rather than `print()`, so it can be filtered and sent where operations need it.",
           (("What the hooks did to this request", "hooks", {}),)),
     Topic(13, "Error handling & custom error pages",
           "Every error is a friendly page, or problem+json for the API.",
-          "`@app.errorhandler(404)` rendering `404.html`.",
-          "One handler for every HTTP error, one for crashes (logged, never shown).",
+          "`@app.errorhandler(404)` renders a custom `404.html`.",
+          "One handler for every HTTP error, one for crashes: the traceback is logged, never "
+          "shown, because it would tell an attacker how the app works inside.",
           (("404 page", "error_demo", {"code": 404}), ("500 page", "error_demo", {"code": 500}),
            ("429 page", "error_demo", {"code": 429}))),
     Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
           "A health check, proxy support and a production server.",
           "`gunicorn app:app` and a Dockerfile.",
-          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies.",
+          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies; "
+          "nginx balances two gunicorn instances (deploy/nginx.conf, docker-compose.yml), "
+          "and every URL keeps the prefix the app is mounted under.",
           (("GET /healthz", "healthz", {}),)),
 )
 
@@ -201,8 +220,65 @@ def source_sections():
     return sections
 
 
+def token_class(token, previous):
+    """The CSS class that colours one token (`previous`: the text of the one before), or None."""
+    kind = tokenize.tok_name[token.type]
+    if kind in ("COMMENT", "NUMBER"):
+        return kind.lower()
+    if kind == "STRING" or kind.startswith("FSTRING"):
+        return "string"
+    decorator = re.match(r"\s*@[\w.]+", token.line)
+    if decorator and token.start[0] == token.end[0] and token.end[1] <= decorator.end():
+        return "decorator"
+    if kind == "NAME" and keyword.iskeyword(token.string):
+        return "keyword"
+    if kind == "NAME" and previous in ("def", "class"):
+        return "definition"
+    return None
+
+
+def coloured_pieces(source):
+    """Split Python source into (text, CSS class or None) pieces that join back into it exactly."""
+    offsets = [0]
+    for line in source.split("\n"):
+        offsets.append(offsets[-1] + len(line) + 1)
+    pieces, position, previous = [], 0, None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            kind = token_class(token, previous)
+            start, end = (offsets[row - 1] + column for row, column in (token.start, token.end))
+            if kind and start >= position:
+                pieces += [(source[position:start], None), (source[start:end], kind)]
+                position = end
+            previous = token.string
+    except (tokenize.TokenError, SyntaxError):  # an unfinished fragment: the rest stays plain
+        pass
+    return pieces + [(source[position:], None)]
+
+
+@functools.cache
+def highlight_python(source, first_line=1):
+    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
+    lines = [[]]
+    for text, kind in coloured_pieces(source):
+        for index, part in enumerate(text.split("\n")):
+            if index:
+                lines.append([])
+            if part:
+                lines[-1].append(Markup('<span class="tok-{}">{}</span>').format(kind, part)
+                                 if kind else escape(part))
+    return Markup().join(Markup('<span class="line" data-line="{}">{}\n</span>').format(
+        first_line + number, Markup().join(parts)) for number, parts in enumerate(lines))
+
+
+def inline_code(text):
+    """Escape `text` and show its `backticked` parts as code."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
 def register_routing(app):
     """The tour and one page per topic."""
+    app.add_template_filter(inline_code)
 
     @app.route("/")
     def tour():
@@ -220,6 +296,7 @@ def register_routing(app):
             topic=TOPICS[number - 1],
             source=source,
             first_line=first_line,
+            code=highlight_python(source, first_line),
             previous=TOPICS[number - 2] if number > 1 else None,
             next=TOPICS[number] if number < len(TOPICS) else None,
         )
@@ -633,6 +710,8 @@ class Field:
         """Return an error message for `value`, or None when it is fine."""
         if not isinstance(value, str):
             return "Must be a string."
+        if not is_utf8_encodable(value):  # JSON's "\ud800" escapes decode to lone surrogates
+            return "Must be valid Unicode text."
         if self.min_length and not value:
             return "This field is required."
         if len(value) < self.min_length:
@@ -642,6 +721,15 @@ class Field:
         if self.pattern and not re.fullmatch(self.pattern, value):
             return self.pattern_message
         return None
+
+
+def is_utf8_encodable(text):
+    """False for strings SQLite and the password hasher cannot store, such as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 USER_FIELDS = {
@@ -741,7 +829,7 @@ DEFAULTS = {
     "SESSION_COOKIE_SECURE": False,
 }
 EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE")
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|_KEY$|_TOKEN$")
 
 
 def configure(app, overrides):
@@ -796,13 +884,24 @@ def refuse_weak_secrets(app):
     if app.debug or app.testing:
         return
     for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
-        key = app.config[name]
-        if key is not None and (len(str(key)) < 32 or key == EXAMPLE_SECRET):
+        if app.config[name] is not None and is_weak_key(app.config[name]):
             raise RuntimeError(
-                f"{name} is too weak (empty, shorter than 32 characters, or the example value). "
+                f"{name} is too weak (empty, shorter than 32 bytes, or the example value). "
                 f"Set FLASK_{name} to the output of "
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
                 "or unset it to use the key generated in the instance folder.")
+
+
+def is_weak_key(key):
+    """True for a key under 32 bytes, the example value, or not text at all."""
+    if not isinstance(key, (str, bytes)):  # FLASK_SECRET_KEY=123… arrives as a number
+        return True
+    return len(key_bytes(key)) < 32 or key_bytes(key) == EXAMPLE_SECRET.encode()
+
+
+def key_bytes(key):
+    """A configured key as bytes, as HMAC needs it."""
+    return key if isinstance(key, bytes) else str(key).encode()
 
 
 def register_configuration_page(app):
@@ -1124,9 +1223,15 @@ class LoginThrottle:
 
     @classmethod
     def reset(cls, username, address):
-        """Forget the failures of a username and address after a successful login."""
-        get_db().executemany("DELETE FROM login_failures WHERE key = ?",
-                             [(key,) for key in cls.keys(username, address)])
+        """After a successful login, forget the failures against this username."""
+        user_key, address_key = cls.keys(username, address)
+        db = get_db()
+        # A failure is one row per key with the same timestamp. Drop only the address's rows
+        # for this username, so logging in to your own account between guesses at other
+        # accounts does not reset the address's count.
+        db.execute("DELETE FROM login_failures WHERE key = ? AND failed_at IN"
+                   " (SELECT failed_at FROM login_failures WHERE key = ?)", (address_key, user_key))
+        db.execute("DELETE FROM login_failures WHERE key = ?", (user_key,))
 
 
 class RevokedToken:
@@ -1137,7 +1242,7 @@ class RevokedToken:
         db = get_db()
         db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
         db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
-                   (jti, int(expires_at)))
+                   (jti, min(int(expires_at), SQLITE_MAX_INTEGER)))
 
     @staticmethod
     def is_revoked(jti):
@@ -1154,11 +1259,15 @@ class RevokedToken:
 # verifier accepts only HS256, compares signatures in constant time, requires
 # `exp`, and answers failures as RFC 6750 says. Repeated failed logins are
 # throttled through `LoginThrottle` (section 10).
-# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10) and `problem` (section 7).
+# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10), `problem` (section 7) and
+# `key_bytes` (section 8).
 
 MAX_TOKEN_LENGTH = 4096
 CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
 BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# Header parameters that would pick the key or the rules from the token itself
+# (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
+REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
 
 
 class InvalidToken(Exception):
@@ -1174,7 +1283,10 @@ def b64url_decode(text):
     """Strict inverse of `b64url_encode`: no padding, no other characters."""
     if not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise InvalidToken("malformed base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:  # unused low bits set: a second spelling of the same bytes
+        raise InvalidToken("malformed base64url")
+    return data
 
 
 def json_object(segment):
@@ -1217,10 +1329,14 @@ def jwt_decode(token, key, now=None):
     segments = token.split(".")
     if len(segments) != 3:
         raise InvalidToken("a JWT has three segments")
+    if not all(BASE64URL.fullmatch(segment) for segment in segments):  # before any decoding
+        raise InvalidToken("malformed base64url")
     header_segment, payload_segment, signature_segment = segments
     header = json_object(header_segment)
-    if header.get("alg") != "HS256" or "crit" in header:  # never trust the token's own choice
+    if header.get("alg") != "HS256":  # never trust the token's own choice
         raise InvalidToken("only HS256 is accepted")
+    if REFUSED_HEADERS & header.keys():
+        raise InvalidToken("key selection and extension headers are not accepted")
     expected = hs256(key, f"{header_segment}.{payload_segment}")
     if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
         raise InvalidToken("bad signature")
@@ -1248,10 +1364,9 @@ def jwt_key():
     """The HMAC key for tokens: JWT_SECRET_KEY, or one derived from SECRET_KEY."""
     key = current_app.config["JWT_SECRET_KEY"]
     if key:
-        return key.encode() if isinstance(key, str) else key
-    secret = current_app.config["SECRET_KEY"]
-    secret = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
+        return key_bytes(key)
+    return hmac.new(key_bytes(current_app.config["SECRET_KEY"]), b"flask-tour jwt key",
+                    hashlib.sha256).digest()
 
 
 def issue_token(user):
@@ -1268,6 +1383,14 @@ def bearer_challenge(detail, error="invalid_token"):
     return problem(401, detail, headers={"WWW-Authenticate": challenge})
 
 
+def token_user(claims):
+    """The existing user whose id is the token's `sub` (a string of digits), or None."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
+        return None
+    return User.get(int(subject))
+
+
 def token_required(view):
     """Let the request through only with a valid Bearer token; sets `g.api_user`."""
     @functools.wraps(view)
@@ -1279,7 +1402,7 @@ def token_required(view):
             claims = jwt_decode(token.strip(), jwt_key())
         except InvalidToken as reason:
             return bearer_challenge(f"The token is invalid: {reason}.")
-        user = User.get(int(claims["sub"])) if str(claims.get("sub", "")).isdigit() else None
+        user = token_user(claims)
         if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
             return bearer_challenge("The token is revoked or its user no longer exists.")
         g.api_user, g.token_claims = user, claims
@@ -1402,7 +1525,7 @@ def register_auth(app):
 
 
 class HttpsAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with a Secure cookie whenever the request was HTTPS."""
+    """Flask's signed-cookie sessions: Secure over HTTPS, scoped to the app's URL prefix."""
 
     def open_session(self, app, request):
         if is_api_request():
@@ -1420,6 +1543,10 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     def get_cookie_secure(self, app):
         return super().get_cookie_secure(app) or request.is_secure
 
+    def get_cookie_path(self, app):
+        # Mounted at /demo, the cookie must not reach (or be overwritten by) neighbours on the host.
+        return app.config["SESSION_COOKIE_PATH"] or request.script_root or "/"
+
 
 # ---------------------------------------------------------------------------
 # 12. Middleware / request hooks
@@ -1429,7 +1556,8 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 # (`g.user` is loaded on first use, section 11). `after_request` adds the id, a
 # `Server-Timing` header, the security headers, and writes one access-log line
 # through `app.logger` (not print, so it can be filtered and routed). Teardown
-# closing the database is in section 9.
+# handing the database connection back is in section 9. Another
+# `before_request` gives a chunked body over MAX_CONTENT_LENGTH its 413.
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CONTENT_SECURITY_POLICY = (
@@ -1443,6 +1571,18 @@ def start_request():
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
     g.started = time.perf_counter()
+
+
+def refuse_oversized_stream():
+    """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or not limit or \
+            not request.environ.get("wsgi.input_terminated"):
+        return
+    request.get_data(cache=True)  # forms and JSON parse this cached copy later
+    # Werkzeug stops such a stream at the limit without an error: is there more?
+    if request.environ["wsgi.input"].read(1):
+        abort(413)
 
 
 def security_headers(https):
@@ -1472,6 +1612,7 @@ def finish_request(response):
 def register_request_hooks(app):
     """Install the hooks and the page that shows what they did."""
     app.before_request(start_request)
+    app.before_request(refuse_oversized_stream)
     app.after_request(finish_request)
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
@@ -1511,7 +1652,7 @@ def wants_json():
 
 def render_error(status, detail, headers=None):
     """The error response: problem+json or the custom error page."""
-    if wants_json():
+    if wants_json() or request_ctx.url_adapter is None:  # a bad Host: no URL, so no page
         return problem(status, detail, headers)
     page = render_template("error.html", status=status, detail=detail,
                            title=HTTP_ERROR_TITLES.get(status, "Error"))
@@ -1560,11 +1701,14 @@ def register_error_handlers(app):
 # 14. Deployment (Gunicorn + Nginx, Docker)
 # ---------------------------------------------------------------------------
 # Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind
-# nginx; see Dockerfile, docker-compose.yml and deploy/nginx.conf. Behind a
-# proxy, ProxyFix makes `remote_addr`, the scheme, host and prefix those of the
-# client, but only for the number of proxies you configure: trusting
-# X-Forwarded-* from anyone would let clients spoof their address.
-# `/healthz` tells Docker and nginx whether the app can reach its database.
+# nginx, which balances two instances and serves static/ itself; see Dockerfile,
+# docker-compose.yml and deploy/nginx.conf. Behind a proxy, ProxyFix makes
+# `remote_addr`, the scheme, host and prefix those of the client, but only for
+# the number of proxies you configure: trusting X-Forwarded-* from anyone would
+# let clients spoof their address. Under a prefix (DispatcherMiddleware, or
+# nginx's X-Forwarded-Prefix) `url_for` puts it in every URL, and the session
+# cookie is scoped to it (section 11). `/healthz` tells Docker and nginx
+# whether the app can reach its database.
 
 
 def register_deployment(app):
