@@ -1576,9 +1576,10 @@ def start_request():
 def refuse_oversized_stream():
     """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is not None or not limit or \
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not chunked or request.content_length is not None or not limit or \
             not request.environ.get("wsgi.input_terminated"):
-        return
+        return  # gunicorn marks every input terminated: without this a GET would read its body
     request.get_data(cache=True)  # forms and JSON parse this cached copy later
     # Werkzeug stops such a stream at the limit without an error: is there more?
     if request.environ["wsgi.input"].read(1):
