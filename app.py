@@ -271,6 +271,7 @@ def highlight_python(source, first_line=1):
         first_line + number, Markup().join(parts)) for number, parts in enumerate(lines))
 
 
+@functools.lru_cache(maxsize=256)  # the tour converts the same fourteen summaries every time
 def inline_code(text):
     """Escape `text` and show its `backticked` parts as code."""
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
