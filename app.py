@@ -944,10 +944,12 @@ CREATE TABLE IF NOT EXISTS notes (
 );
 CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
 CREATE TABLE IF NOT EXISTS login_failures (
-    key TEXT NOT NULL,
+    username TEXT NOT NULL COLLATE NOCASE,
+    address TEXT NOT NULL,
     failed_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS login_failures_by_key ON login_failures (key, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
 CREATE TABLE IF NOT EXISTS revoked_tokens (
     jti TEXT PRIMARY KEY,
     expires_at INTEGER NOT NULL
@@ -1194,45 +1196,39 @@ class Note:
 
 
 class LoginThrottle:
-    """Failed logins per username and per client address, in SQLite so all workers agree."""
+    """Failed logins, one row each, counted per username and per client address.
+
+    The rows live in SQLite, so every worker process sees the same counts.
+    """
 
     @staticmethod
-    def keys(username, address):
-        return ("user:" + username.lower(), "address:" + (address or "unknown"))
-
-    @classmethod
-    def retry_after(cls, username, address, limit, window):
+    def retry_after(username, address, limit, window):
         """Seconds until another attempt is allowed, or 0 when one is allowed now."""
         now = time.time()
         waits = []
-        for key in cls.keys(username, address):
+        for column, value in (("username", username), ("address", address or "unknown")):
             rows = get_db().execute(
-                "SELECT failed_at FROM login_failures WHERE key = ? AND failed_at > ?"
-                " ORDER BY failed_at DESC LIMIT ?", (key, now - window, limit)).fetchall()
+                f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
+                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit)).fetchall()
             if len(rows) >= limit:
                 waits.append(math.ceil(rows[-1][0] + window - now))
         return max(waits, default=0)
 
-    @classmethod
-    def record_failure(cls, username, address, window):
+    @staticmethod
+    def record_failure(username, address, window):
         """Count one failed attempt and forget attempts older than the window."""
         now = time.time()
         db = get_db()
         db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
-        db.executemany("INSERT INTO login_failures (key, failed_at) VALUES (?, ?)",
-                       [(key, now) for key in cls.keys(username, address)])
+        db.execute("INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)",
+                   (username, address or "unknown", now))
 
-    @classmethod
-    def reset(cls, username, address):
+    @staticmethod
+    def reset(username):
         """After a successful login, forget the failures against this username."""
-        user_key, address_key = cls.keys(username, address)
-        db = get_db()
-        # A failure is one row per key with the same timestamp. Drop only the address's rows
-        # for this username, so logging in to your own account between guesses at other
-        # accounts does not reset the address's count.
-        db.execute("DELETE FROM login_failures WHERE key = ? AND failed_at IN"
-                   " (SELECT failed_at FROM login_failures WHERE key = ?)", (address_key, user_key))
-        db.execute("DELETE FROM login_failures WHERE key = ?", (user_key,))
+        # Only this username's rows: logging in to your own account between guesses at
+        # other accounts must not reset the address's count.
+        get_db().execute("DELETE FROM login_failures WHERE username = ?", (username,))
 
 
 class RevokedToken:
@@ -1467,7 +1463,7 @@ def authenticate(username, password):
     if user is None:
         check_password_hash(dummy_password_hash(), password)
     elif user.check_password(password):
-        LoginThrottle.reset(username, address)
+        LoginThrottle.reset(username)
         return user
     LoginThrottle.record_failure(username, address, window)
     return None
