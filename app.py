@@ -162,11 +162,11 @@ TOPICS = (
           "`/config` shows where each setting came from, secrets masked.",
           (("Effective settings", "show_config", {}),)),
     Topic(9, "Database integration (sqlite3)",
-          "One SQLite connection per request, on `g`, closed at teardown.",
+          "One SQLite connection per request, on `g`, handed back at teardown.",
           "`sqlite3.connect('data.db')` once at import time, shared by every request.",
           "A connection per request (one shared connection is not safe across threads) with "
-          "WAL, a busy timeout and foreign keys on; the schema is created on first use and "
-          "`flask init-db` resets it.",
+          "WAL, a busy timeout and foreign keys on, reused by a later request instead of being "
+          "reopened; the schema is created on first use and `flask init-db` resets it.",
           (("Health check (queries the database)", "healthz", {}),)),
     Topic(10, "Models (an ORM-style layer)",
           "Dataclasses with class methods are the only code that writes SQL.",
