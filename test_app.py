@@ -2487,50 +2487,48 @@ def test_fuzzing_every_api_operation_from_openapi_finds_no_500_and_no_leak(clien
 LOAD_SECONDS = 20
 
 
+@dataclass
 class Outcome:
     """What one client request got back: a status and body, or the error that broke it."""
 
-    def __init__(self, title, status=None, body=b"", headers=None, error=None):
-        self.title, self.status, self.body = title, status, body
-        self.headers, self.error = headers or {}, error
+    title: str
+    status: int = None
+    body: bytes = b""
+    error: str = None
 
 
-def post_note(port, token, title):
-    """POST one note through the API on a fresh connection, as gunicorn's sync workers expect."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def post_note(server, bearer, title):
+    """POST one note through the API, recording what came back."""
     try:
-        connection.request("POST", "/api/notes", body=json.dumps({"title": title}), headers={
-            "Authorization": "Bearer " + token, "Content-Type": "application/json"})
-        response = connection.getresponse()
-        return Outcome(title, response.status, response.read(), dict(response.getheaders()))
+        reply = LiveClient(server.url).post_json("/api/notes", {"title": title}, bearer)
     except (OSError, http.client.HTTPException) as error:
         return Outcome(title, error=repr(error))
-    finally:
-        connection.close()
+    return Outcome(title, reply.status, reply.body)
 
 
 class NoteWriters:
     """Client threads that create notes until stopped, recording every outcome."""
 
-    def __init__(self, server, token, clients):
-        self.server, self.token, self.outcomes = server, token, []
+    def __init__(self, server, clients):
+        self.server, self.outcomes = server, []
+        self.bearer = {"Authorization": "Bearer " + api_token(server)}
         self.stop = threading.Event()
+        self.answered = threading.Condition()
         self.threads = [threading.Thread(target=self.write, args=(n,)) for n in range(clients)]
-        self.acknowledged = threading.Condition()
 
     def write(self, client):
-        for number in range(1_000_000):
-            if self.stop.is_set():
-                return
-            outcome = post_note(self.server.port, self.token, f"client {client} note {number}")
-            with self.acknowledged:
+        number = 0
+        while not self.stop.is_set():
+            outcome = post_note(self.server, self.bearer, f"client {client} note {number}")
+            number += 1
+            with self.answered:
                 self.outcomes.append(outcome)
-                self.acknowledged.notify_all()
+                self.answered.notify_all()
 
     def wait_for(self, count, timeout=30):
         """Block until `count` requests have been answered with 201."""
-        with self.acknowledged:
-            assert self.acknowledged.wait_for(lambda: len(self.created()) >= count, timeout)
+        with self.answered:
+            assert self.answered.wait_for(lambda: len(self.created()) >= count, timeout)
 
     def created(self):
         return [outcome for outcome in self.outcomes if outcome.status == 201]
@@ -2548,13 +2546,9 @@ class NoteWriters:
 
 def api_token(server, username="loaduser"):
     """Register a user through the running server's API and return a Bearer token."""
-    credentials = json.dumps({"username": username, "password": PASSWORD}).encode()
-    for path in ("/api/users", "/api/token"):
-        request = urllib.request.Request(server.url + path, data=credentials,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.load(response)
-    return body["access_token"]
+    api, credentials = LiveClient(server.url), {"username": username, "password": PASSWORD}
+    assert api.post_json("/api/users", credentials).status == 201
+    return api.post_json("/api/token", credentials).json["access_token"]
 
 
 def stored_notes(database):
@@ -2577,8 +2571,7 @@ def gunicorn_workers(server):
 
 def test_concurrent_writes_lose_nothing_and_never_fail(tmp_path):
     with run_gunicorn(tmp_path, workers=4) as server:
-        token = api_token(server)
-        with NoteWriters(server, token, clients=64) as writers:
+        with NoteWriters(server, clients=64) as writers:
             writers.stop.wait(LOAD_SECONDS)  # the load runs for LOAD_SECONDS, nothing to await
     outcomes = writers.outcomes
     assert [o.error for o in outcomes if o.status is None] == []
@@ -2593,8 +2586,7 @@ def test_concurrent_writes_lose_nothing_and_never_fail(tmp_path):
 def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
     database, access_log = tmp_path / "gunicorn.sqlite", tmp_path / "access.log"
     with run_gunicorn(tmp_path, workers=4, args=access_log_args(access_log)) as server:
-        token = api_token(server)
-        with NoteWriters(server, token, clients=16) as writers:
+        with NoteWriters(server, clients=16) as writers:
             writers.wait_for(200)
             workers = wait_for(lambda: len(pids := gunicorn_workers(server)) == 4 and pids,
                                "4 workers")
