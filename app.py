@@ -1202,26 +1202,32 @@ class LoginThrottle:
     """
 
     @staticmethod
+    def record_attempt(username, address, window):
+        """Count an attempt as failed until it succeeds; return its row id."""
+        now = time.time()
+        db = get_db()
+        db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
+        return db.execute(
+            "INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)"
+            " RETURNING rowid", (username, address or "unknown", now)).fetchone()[0]
+
+    @staticmethod
     def retry_after(username, address, limit, window):
-        """Seconds until another attempt is allowed, or 0 when one is allowed now."""
+        """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
         now = time.time()
         waits = []
         for column, value in (("username", username), ("address", address or "unknown")):
             rows = get_db().execute(
                 f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
-                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit)).fetchall()
-            if len(rows) >= limit:
-                waits.append(math.ceil(rows[-1][0] + window - now))
+                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
+            if len(rows) > limit:  # this attempt and `limit` earlier failures
+                waits.append(max(1, math.ceil(rows[limit][0] + window - now)))
         return max(waits, default=0)
 
     @staticmethod
-    def record_failure(username, address, window):
-        """Count one failed attempt and forget attempts older than the window."""
-        now = time.time()
-        db = get_db()
-        db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
-        db.execute("INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)",
-                   (username, address or "unknown", now))
+    def forget_attempt(attempt):
+        """Remove an attempt that was refused before its password was checked."""
+        get_db().execute("DELETE FROM login_failures WHERE rowid = ?", (attempt,))
 
     @staticmethod
     def reset(username):
@@ -1456,8 +1462,12 @@ def authenticate(username, password):
     """The user these credentials belong to, or None; throttles repeated failures."""
     limit, window = current_app.config["LOGIN_MAX_FAILURES"], current_app.config["LOGIN_FAILURE_WINDOW"]
     address = request.remote_addr
+    # Record the attempt before the slow password check, so that parallel guesses
+    # count each other and cannot all slip under the limit.
+    attempt = LoginThrottle.record_attempt(username, address, window)
     wait = LoginThrottle.retry_after(username, address, limit, window)
     if wait:
+        LoginThrottle.forget_attempt(attempt)
         raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
     user = User.find(username) if username else None
     if user is None:
@@ -1465,7 +1475,6 @@ def authenticate(username, password):
     elif user.check_password(password):
         LoginThrottle.reset(username)
         return user
-    LoginThrottle.record_failure(username, address, window)
     return None
 
 

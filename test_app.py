@@ -2110,6 +2110,37 @@ def test_password_spraying_cannot_reset_its_count_by_logging_in_to_its_own_accou
     assert failed_login(auth, "grace", "203.0.113.7").status_code == 429
 
 
+def test_parallel_guesses_cannot_all_slip_under_the_limit(app, client, monkeypatch):
+    client.post("/api/users", json={"username": "alice", "password": PASSWORD})
+    guesses, arrived, finished = 12, [], []
+    everyone_waiting, release = threading.Condition(), threading.Event()
+
+    def slow_check(stored, password):  # holds every guess inside the password check
+        with everyone_waiting:
+            arrived.append(password)
+            everyone_waiting.notify()
+        assert release.wait(timeout=10)
+        return False
+
+    def guess(number):
+        response = app.test_client().post(
+            "/api/token", json={"username": "alice", "password": f"wrong guess {number}"})
+        with everyone_waiting:
+            finished.append(response.status_code)
+            everyone_waiting.notify()
+
+    monkeypatch.setattr(tour, "check_password_hash", slow_check)
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(guesses)]
+    for thread in threads:
+        thread.start()
+    with everyone_waiting:  # every guess is either in the check or already answered
+        assert everyone_waiting.wait_for(lambda: len(arrived) + len(finished) == guesses, 10)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(finished) == [401] * 5 + [429] * 7
+
+
 def test_a_successful_login_resets_the_failure_count(client, auth):
     auth.register()
     auth.logout()
