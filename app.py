@@ -336,11 +336,12 @@ def register_url_parameters(app):
     def search():
         """Search the current user's notes, ten a page."""
         query = request.args.get("q", "").strip()
+        error = SEARCH_FIELD.check(query)
         results = None
-        if query:
+        if query and not error:
             results = Note.search(g.user.id, query, parse_page(request.args.get("page")),
                                   SEARCH_PAGE_SIZE)
-        return render_template("search.html", query=query, results=results)
+        return render_template("search.html", query=query, results=results, error=error)
 
 
 # ---------------------------------------------------------------------------
@@ -526,6 +527,9 @@ class NoteListAPI(MethodView):
         page_size = min(API_MAX_PAGE_SIZE, parse_page(request.args.get("per_page", 20)))
         number = parse_page(request.args.get("page"))
         query = request.args.get("q", "").strip()
+        error = SEARCH_FIELD.check(query)
+        if error:
+            return invalid_fields({"q": error})
         page = (Note.search(g.api_user.id, query, number, page_size) if query
                 else Note.page_for_user(g.api_user.id, number, page_size))
         return {"items": [note.to_json() for note in page.items], "page": page.number,
@@ -591,7 +595,8 @@ def openapi_paths():
                 "schema": {"type": "integer", "minimum": 1}}]
     paging = [{"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
               for name in ("page", "per_page")] + [
-              {"name": "q", "in": "query", "schema": {"type": "string"}}]
+              {"name": "q", "in": "query",
+               "schema": {"type": "string", "maxLength": SEARCH_FIELD.max_length}}]
     message = {"type": "object", "properties": {"message": {"type": "string"}}}
     return {
         "/api/hello": {"get": operation("The cheat sheet's Hello resource", 200, message,
@@ -604,7 +609,7 @@ def openapi_paths():
         "/api/logout": {"post": operation("Revoke the token used for this request", 204)},
         "/api/me": {"get": operation("The caller", 200, ref("User"))},
         "/api/notes": {
-            "get": operation("List your notes", 200, ref("NotePage"), parameters=paging),
+            "get": operation("List your notes", 200, ref("NotePage"), (422,), parameters=paging),
             "post": operation("Create a note", 201, ref("Note"), BODY_ERRORS, body="NoteInput")},
         "/api/notes/{note_id}": {
             "get": operation("Read a note", 200, ref("Note"), (404,), parameters=note_id),
@@ -738,6 +743,7 @@ USER_FIELDS = {
     "password": Field(256, 8),
 }
 NOTE_FIELDS = {"title": Field(200, 1), "body": Field(10_000)}
+SEARCH_FIELD = Field(200)  # SQLite refuses LIKE patterns over 50,000 characters
 
 
 def validate(data, fields, partial=False):

@@ -528,6 +528,14 @@ def test_search_treats_wildcards_literally(client, searchable, query, expected):
     assert search_titles(client, query) == expected
 
 
+def test_overlong_search_is_a_message_on_the_page_and_422_on_the_api(client, searchable):
+    page = client.get("/search", query_string={"q": "a" * 50_001})
+    assert page.status_code == 200 and "Must be at most 200 characters." in page.text
+    assert 'aria-describedby="q-error"' in page.text and "match" not in page.text
+    api = client.get("/api/notes", query_string={"q": "a" * 201}, headers=api_headers(client))
+    assert api.status_code == 422 and api.json["errors"] == {"q": "Must be at most 200 characters."}
+
+
 def test_search_without_query_shows_just_the_form(client, searchable):
     page = client.get("/search?q=").get_data(as_text=True)
     assert 'role="search"' in page and "match" not in page
