@@ -911,6 +911,12 @@ def key_bytes(key):
     return key if isinstance(key, bytes) else str(key).encode()
 
 
+def is_shown_setting(key):
+    """True for the settings Flask and this app define, unless the name says it is secret."""
+    # An allowlist: an unknown setting such as FLASK_DB_URL may hold a password in its value.
+    return (key in Flask.default_config or key in DEFAULTS) and not SECRET_NAME.search(key)
+
+
 def register_configuration_page(app):
     """The /config page."""
 
@@ -918,7 +924,7 @@ def register_configuration_page(app):
     def show_config():
         """The effective settings, where each came from, secrets masked."""
         sources = app.extensions["config_sources"]
-        settings = [(key, "•••••• (hidden)" if SECRET_NAME.search(key) else repr(value),
+        settings = [(key, repr(value) if is_shown_setting(key) else "•••••• (hidden)",
                      sources.get(key, "set at run time"))
                     for key, value in sorted(app.config.items())]
         return render_template("config.html", settings=settings)

@@ -2443,6 +2443,8 @@ def test_config_page_never_shows_secrets_or_the_key_file(clean_environment, tmp_
                         'SECRET_KEY_FALLBACKS = ["old_key_visible"]\n'
                         'JWT_SECRET_KEY = "jwt_key_visible_0123456789abcdef0123456789"\n')
     clean_environment.setenv("APP_SETTINGS", str(settings))
+    clean_environment.setenv("FLASK_MAIL__PASSWORD", "nested_visible")  # becomes MAIL["PASSWORD"]
+    clean_environment.setenv("FLASK_DB_URL", "postgres://user:pw_visible@db/app")
     app = create_app(instance_path=str(tmp_path / "instance"))
     page = app.test_client().get("/config").get_data(as_text=True)
     assert app.config["SECRET_KEY"] not in page and "_visible" not in page
