@@ -801,7 +801,7 @@ def json_body():
 
 def is_api_request():
     """True for requests to /api/…, which answer in JSON and ignore cookies."""
-    return request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/")
 
 
 def register_json(app):
@@ -1039,7 +1039,8 @@ def init_db(path):
     """Drop every table and create the schema afresh."""
     db = connect(path)
     try:
-        db.executescript(DROP_SCHEMA + SCHEMA)
+        # One transaction: a request never sees the tables half dropped.
+        db.executescript(f"BEGIN IMMEDIATE; {DROP_SCHEMA} {SCHEMA} COMMIT;")
     finally:
         db.close()
 
@@ -1513,7 +1514,7 @@ class TokenAPI(MethodView):
             return invalid_fields(errors)
         user = authenticate(values["username"], values["password"])
         if user is None:
-            return problem(401, "Unknown username or wrong password.")
+            return bearer_challenge("Unknown username or wrong password.", error=None)
         token, lifetime = issue_token(user)
         return ({"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
                 200, {"Cache-Control": "no-store"})
@@ -1623,7 +1624,9 @@ def finish_request(response):
     response.headers["X-Request-ID"] = g.request_id
     response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
     response.headers.update(security_headers(request.is_secure))
-    current_app.logger.info("%s %s %s %.1fms %s", request.method, request.path,
+    # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
+    path = request.path if request.path.isprintable() else repr(request.path)
+    current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
                             response.status_code, elapsed_ms, g.request_id)
     return response
 

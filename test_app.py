@@ -1047,6 +1047,12 @@ def test_token_endpoint_and_me(client):
     assert me.json["username"] == "alice" and "password_hash" not in me.json
 
 
+def test_wrong_credentials_on_the_token_endpoint_carry_a_challenge(client):
+    response = client.post("/api/token", json={"username": "nobody", "password": PASSWORD})
+    assert response.status_code == 401 and response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
 def test_token_lifetime_is_configurable(app, client):
     app.config["JWT_ACCESS_TOKEN_EXPIRES"] = 60
     client.post("/api/users", json={"username": "alice", "password": PASSWORD})
@@ -1099,6 +1105,13 @@ def test_access_log_line(client, caplog):
         response = client.get("/data", headers={"X-Request-ID": "trace-me"})
     assert response.status_code == 200
     assert re.search(r"GET /data 200 \d+\.\dms trace-me", caplog.text)
+
+
+def test_access_log_line_cannot_be_forged_through_the_path(client, caplog):
+    with caplog.at_level("INFO", logger="app"):
+        client.get("/user/x%0A203.0.113.9%20GET%20/admin%20200")
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+    assert "'/user/x\\n203.0.113.9 GET /admin 200'" in caplog.text
 
 
 def test_hooks_page_shows_this_request(client, logged_in):
@@ -2374,6 +2387,12 @@ def test_unknown_http_methods_are_405_with_allow(client, method, url, allow):
     assert set(response.headers["Allow"].split(", ")) == set(allow.split(", "))
     expected = "application/problem+json" if url.startswith("/api/") else "text/html"
     assert response.mimetype == expected
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_bare_api_path_answers_problem_json(client, method):
+    response = client.open("/api", method=method)
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
 
 
 # --- Headers and secrets ---------------------------------------------------
