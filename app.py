@@ -308,9 +308,11 @@ def register_routing(app):
 # ---------------------------------------------------------------------------
 # `<name>` arrives as a view argument, `?q=` through `request.args`. The cheat
 # sheet's f-string greeting would run any `<script>` in the name; rendering it
-# in a template escapes it. `page` is parsed by `parse_page` and clamped to the
-# available pages, so `?page=abc` or `?page=999` shows a real page, never an error.
-# Uses `login_required` (section 11) and `Note.search` (section 10).
+# in a template escapes it. `parse_page` turns `?page=abc` into page 1 and the
+# model clamps `?page=999` to the last page, so a page number never errors; a `q`
+# longer than `SEARCH_FIELD` allows is a message, not a query.
+# Uses `SEARCH_FIELD` (section 7), `Note.search` (section 10) and `login_required`
+# (section 11).
 
 SEARCH_PAGE_SIZE = 10
 
@@ -390,8 +392,9 @@ def register_templates(app):
 # kept and a message per field, and redirect after success so a reload never
 # posts twice. Every unsafe request to a page must carry the session's CSRF
 # token, from the form field or the `X-CSRFToken` header.
-# Uses `validate` and the field rules (section 7), the models (section 10) and
-# `login_required`, `log_in`, `safe_next_path`, `LoginThrottle` (section 11).
+# Uses `parse_page` (section 3), `validate`, `is_api_request` and the field rules
+# (section 7), the models (section 10) and `login_required`, `log_in`,
+# `safe_next_path`, `authenticate` (section 11).
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NOTES_PAGE_SIZE = 10
@@ -507,8 +510,9 @@ def register_forms(app):
 # Flask answers other verbs with 405 and an `Allow` header. Everything under
 # /api answers in JSON and never reads the session cookie: a Bearer token is the
 # only way in, so the API needs no CSRF token.
-# Uses `problem`, `json_body`, `validate` (section 7), `Note` (section 10) and
-# `token_required` (section 11).
+# Uses `parse_page` (section 3), `problem`, `json_body`, `validate`,
+# `invalid_fields`, the field rules and `HTTP_ERROR_TITLES` (section 7), `Note`
+# (section 10) and `token_required` (section 11).
 
 API_MAX_PAGE_SIZE = 100
 
@@ -938,6 +942,12 @@ def register_configuration_page(app):
 # block the writer), a busy timeout (wait for a lock instead of failing at
 # once) and foreign keys (SQLite leaves them off by default). The schema is
 # created on first use; `flask init-db` drops and recreates it.
+#
+# Why hand connections back rather than close them: opening one costs more than
+# the queries of a request (SQLite re-reads the schema and compiles every
+# statement again), and closing the last connection to a WAL database
+# checkpoints and deletes the WAL. Reusing them keeps the cheat sheet's pattern,
+# one connection per request on `g`, never shared by two requests at once.
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -976,6 +986,7 @@ DROP TABLE IF EXISTS revoked_tokens;
 
 
 BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, then 503
+MAX_IDLE_CONNECTIONS = 8  # kept for later requests, per process and database file
 
 
 def connect(path):
@@ -1013,14 +1024,6 @@ def close_db(exception=None):
         idle.append(db)
     else:
         db.close()
-
-
-# Opening a connection costs more than the queries of a request: SQLite re-reads
-# the schema, compiles every statement again, and when the last connection to a
-# WAL database closes it checkpoints and deletes the WAL. So teardown hands the
-# connection back and the next request takes it: still one connection per
-# request on `g`, never one shared by two requests at once.
-MAX_IDLE_CONNECTIONS = 8  # per process and database file
 
 
 def idle_connections(path):
@@ -1275,8 +1278,9 @@ class RevokedToken:
 # verifier accepts only HS256, compares signatures in constant time, requires
 # `exp`, and answers failures as RFC 6750 says. Repeated failed logins are
 # throttled through `LoginThrottle` (section 10).
-# Uses `User`, `LoginThrottle`, `RevokedToken` (section 10), `problem` (section 7) and
-# `key_bytes` (section 8).
+# Uses `problem`, `validate`, `json_body`, `invalid_fields`, `is_api_request` and
+# `USER_FIELDS` (section 7), `key_bytes` (section 8), and `User`, `UsernameTaken`,
+# `LoginThrottle`, `RevokedToken` (section 10).
 
 MAX_TOKEN_LENGTH = 4096
 CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
@@ -1658,10 +1662,10 @@ def register_request_hooks(app):
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
 # One handler for every HTTP error renders `error.html` for pages, or problem+json
-# for /api and for clients that prefer JSON. A database that is locked or
-# unreachable is a 503 with `Retry-After`. Any other exception is a 500 whose
-# traceback goes to the log and never to the client.
-# Uses `problem` and `is_api_request` (section 7).
+# for /api and for clients that prefer JSON. Any `sqlite3.OperationalError`
+# (a locked, read-only or missing database) is a 503 with `Retry-After`. Any
+# other exception is a 500 whose traceback goes to the log, never to the client.
+# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7).
 
 DEMO_ERRORS = {400, 401, 403, 404, 405, 413, 429, 500}
 
@@ -1731,6 +1735,7 @@ def register_error_handlers(app):
 # nginx's X-Forwarded-Prefix) `url_for` puts it in every URL, and the session
 # cookie is scoped to it (section 11). `/healthz` tells Docker and nginx
 # whether the app can reach its database.
+# Uses `get_db` (section 9).
 
 
 def register_deployment(app):
