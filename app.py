@@ -1599,10 +1599,11 @@ def start_request():
 def refuse_oversized_stream():
     """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # Only chunked bodies: gunicorn marks every input terminated, so a GET would be read too.
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if not chunked or request.content_length is not None or not limit or \
-            not request.environ.get("wsgi.input_terminated"):
-        return  # gunicorn marks every input terminated: without this a GET would read its body
+    if not (chunked and limit and request.content_length is None
+            and request.environ.get("wsgi.input_terminated")):
+        return
     request.get_data(cache=True)  # forms and JSON parse this cached copy later
     # Werkzeug stops such a stream at the limit without an error: is there more?
     if request.environ["wsgi.input"].read(1):
