@@ -907,7 +907,8 @@ def is_weak_key(key):
     """True for a key under 32 bytes, the example value, or not text at all."""
     if not isinstance(key, (str, bytes)):  # FLASK_SECRET_KEY=123… arrives as a number
         return True
-    return len(key_bytes(key)) < 32 or key_bytes(key) == EXAMPLE_SECRET.encode()
+    secret = key_bytes(key)
+    return len(secret) < 32 or secret == EXAMPLE_SECRET.encode()
 
 
 def key_bytes(key):
@@ -1225,14 +1226,14 @@ class LoginThrottle:
         db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
         return db.execute(
             "INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)"
-            " RETURNING rowid", (username, address or "unknown", now)).fetchone()[0]
+            " RETURNING rowid", (username, address, now)).fetchone()[0]
 
     @staticmethod
     def retry_after(username, address, limit, window):
         """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
         now = time.time()
         waits = []
-        for column, value in (("username", username), ("address", address or "unknown")):
+        for column, value in (("username", username), ("address", address)):
             rows = get_db().execute(
                 f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
                 " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
@@ -1448,7 +1449,7 @@ def log_in(user):
 
 def load_logged_in_user():
     """The session's user, or None."""
-    user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
+    user_id = session.get("user_id")  # always None on /api, which has no session
     return User.get(user_id) if user_id is not None else None
 
 
@@ -1478,7 +1479,7 @@ def dummy_password_hash():
 def authenticate(username, password):
     """The user these credentials belong to, or None; throttles repeated failures."""
     limit, window = current_app.config["LOGIN_MAX_FAILURES"], current_app.config["LOGIN_FAILURE_WINDOW"]
-    address = request.remote_addr
+    address = request.remote_addr or "unknown"
     # Record the attempt before the slow password check, so that parallel guesses
     # count each other and cannot all slip under the limit.
     attempt = LoginThrottle.record_attempt(username, address, window)
@@ -1552,7 +1553,7 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app, request):
         if is_api_request():
-            return None  # the API ignores cookies, so it does not even decode this one
+            return None  # the API ignores cookies: no session, so a cookie never logs it in
         return super().open_session(app, request)
 
     def get_signing_serializer(self, app):
