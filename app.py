@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import sqlite3
+import sys
 import tempfile
 import time
 import tokenize
@@ -44,6 +45,7 @@ from flask import (
 )
 from flask.cli import load_dotenv
 from flask.globals import request_ctx
+from flask.logging import default_handler
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
 from markupsafe import Markup, escape
@@ -1554,7 +1556,15 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     def open_session(self, app, request):
         if is_api_request():
             return None  # the API ignores cookies: no session, so a cookie never logs it in
+        # No cookie of ours (a first visit, a script): a new session, without parsing every cookie.
+        if self.get_cookie_name(app) not in request.headers.get("Cookie", ""):
+            return self.session_class()
         return super().open_session(app, request)
+
+    def save_session(self, app, session, response):
+        if not (session.accessed or session.modified):
+            return  # untouched: no cookie to send, no Vary: Cookie (no session here is permanent)
+        super().save_session(app, session, response)
 
     def get_signing_serializer(self, app):
         """Flask's cookie serializer, built once per secret key rather than on every request."""
@@ -1588,21 +1598,45 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+HTTPS_SECURITY_HEADERS = {
+    **SECURITY_HEADERS, "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+}
+
+
+class StderrHandler(logging.StreamHandler):
+    """Log lines to sys.stderr (as it is now: a test runner may have swapped it)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+# Flask's default handler writes to the request's `wsgi.errors`, looked up for every
+# line; under gunicorn that is stderr too, so go there directly.
+STDERR_HANDLER = StderrHandler()
+STDERR_HANDLER.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s in %(module)s: %(message)s"))
 
 
 def start_request():
     """Give the request an id and a start time."""
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
     g.started = time.perf_counter()
 
 
 def refuse_oversized_stream():
     """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
     # Only chunked bodies: gunicorn marks every input terminated, so a GET would be read too.
-    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    if not (chunked and limit and request.content_length is None
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if not (limit and request.content_length is None
             and request.environ.get("wsgi.input_terminated")):
         return
     request.get_data(cache=True)  # forms and JSON parse this cached copy later
@@ -1613,27 +1647,25 @@ def refuse_oversized_stream():
 
 def security_headers(https):
     """The headers every response carries; HSTS only when the request came over HTTPS."""
-    headers = {
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-        "Referrer-Policy": "strict-origin-when-cross-origin",
-    }
-    if https:
-        headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
-    return headers
+    return HTTPS_SECURITY_HEADERS if https else SECURITY_HEADERS
 
 
 def finish_request(response):
     """Stamp the response with the id, timing and security headers, and log it."""
     elapsed_ms = (time.perf_counter() - g.started) * 1000
-    response.headers["X-Request-ID"] = g.request_id
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
-    response.headers.update(security_headers(request.is_secure))
+    request_id = g.request_id
+    headers = response.headers
+    # add(), not set(): no view sets these headers, so there is no old value to look for.
+    for name, value in security_headers(request.is_secure).items():
+        headers.add(name, value)
+    headers.add("X-Request-ID", request_id)
+    headers.add("Server-Timing", f"app;dur={elapsed_ms:.1f}")
     # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
-    path = request.path if request.path.isprintable() else repr(request.path)
+    path = request.path
+    if not path.isprintable():
+        path = repr(path)
     current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
-                            response.status_code, elapsed_ms, g.request_id)
+                            response.status_code, elapsed_ms, request_id)
     return response
 
 
@@ -1644,6 +1676,9 @@ def register_request_hooks(app):
     app.after_request(finish_request)
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
+    if default_handler in app.logger.handlers:  # unless logging was configured before
+        app.logger.removeHandler(default_handler)
+        app.logger.addHandler(STDERR_HANDLER)
 
     @app.route("/hooks")
     def hooks():
