@@ -1114,6 +1114,21 @@ def test_access_log_line_cannot_be_forged_through_the_path(client, caplog):
     assert "'/user/x\\n203.0.113.9 GET /admin 200'" in caplog.text
 
 
+def test_log_level_warning_skips_the_access_line_but_keeps_errors(tmp_path, caplog):
+    quiet = create_app({"TESTING": True, "DATABASE": str(tmp_path / "quiet.sqlite"),
+                        "LOG_LEVEL": "warning"}, instance_path=str(tmp_path / "instance"))
+    client = quiet.test_client()
+    assert client.get("/data").headers["X-Request-ID"]  # the hooks still run
+    assert client.get("/errors/500").status_code == 500
+    messages = [record.getMessage() for record in caplog.records if record.name == "app"]
+    assert messages == ["Unhandled exception"]
+
+
+def test_an_unknown_log_level_stops_the_app_with_the_choices(tmp_path):
+    with pytest.raises(RuntimeError, match="LOG_LEVEL must be one of DEBUG, INFO, WARNING"):
+        create_app({"TESTING": True, "LOG_LEVEL": "LOUD"}, instance_path=str(tmp_path))
+
+
 def test_hooks_page_shows_this_request(client, logged_in):
     response = client.get("/hooks", headers={"X-Request-ID": "hook-demo"})
     page = response.get_data(as_text=True)
@@ -1645,6 +1660,12 @@ def test_nginx_balances_two_gunicorn_instances(tmp_path):
         too_big = LiveClient(proxy.url).request("POST", "/api/notes", headers={
             "Content-Type": "application/json", "Content-Length": str(2 * 1024 * 1024)})
         assert too_big.status == 413
+        traced = LiveClient(proxy.url).request("GET", "/data", headers={"X-Request-ID": "via-nginx"})
+        assert traced.headers["X-Request-ID"] == "via-nginx"
+        nginx_log = tmp_path / "nginx" / "access.log"
+        wait_for(lambda: 'GET /data HTTP/1.1" 200' in nginx_log.read_text().splitlines()[-1],
+                 "nginx's access log")
+        assert nginx_log.read_text().splitlines()[-1].endswith(" id=via-nginx")  # the app's id
 
 
 # ---------------------------------------------------------------------------
