@@ -48,6 +48,7 @@ from flask.globals import request_ctx
 from flask.logging import default_handler
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
+from jinja2 import pass_context
 from markupsafe import Markup, escape
 from werkzeug.exceptions import (
     HTTPException,
@@ -366,11 +367,15 @@ def remembering_url_for(app):
     def build(script_root, endpoint, arguments):
         return app.url_for(endpoint, **dict(arguments))
 
-    def template_url_for(endpoint, **values):
-        if "_external" in values or not has_request_context():
+    @pass_context
+    def template_url_for(context, endpoint, **values):
+        # Flask puts the request itself in a page's context: no proxy lookup for every link.
+        # (Macros imported without context do not see it, and use the proxy.)
+        current = context.get("request") or (request if has_request_context() else None)
+        if "_external" in values or current is None:
             return url_for(endpoint, **values)  # an absolute URL depends on the Host header
         try:
-            return build(request.script_root, endpoint, tuple(values.items()))
+            return build(current.script_root, endpoint, tuple(values.items()))
         except TypeError:  # an unhashable argument, such as a list
             return url_for(endpoint, **values)
     return template_url_for
