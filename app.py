@@ -1407,6 +1407,7 @@ def jwt_key():
 
 @functools.lru_cache(maxsize=8)  # derived once per secret, not on every API request
 def derived_jwt_key(secret):
+    """The token key derived from the session secret, so the two are never the same key."""
     return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
 
 
@@ -1640,7 +1641,8 @@ class StderrHandler(logging.StreamHandler):
 # Flask's default handler writes to the request's `wsgi.errors`, looked up for every
 # line; under gunicorn that is stderr too, so go there directly.
 STDERR_HANDLER = StderrHandler()
-STDERR_HANDLER.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s in %(module)s: %(message)s"))
+STDERR_HANDLER.setFormatter(
+    logging.Formatter("[%(asctime)s] %(levelname)s in %(module)s: %(message)s"))  # Flask's format
 
 
 def start_request():
