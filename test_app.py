@@ -1121,6 +1121,7 @@ def test_access_log_can_be_switched_off_without_losing_errors(tmp_path, caplog):
         assert quiet.test_client().get("/data").headers["X-Request-ID"]  # the hooks still run
         assert quiet.test_client().get("/errors/500").status_code == 500
     assert [record.getMessage() for record in caplog.records] == ["Unhandled exception"]
+    assert "It writes no access-log line here" in quiet.test_client().get("/hooks").text
 
 
 @pytest.mark.parametrize("value", ["no", "0", 1])
@@ -1133,6 +1134,7 @@ def test_hooks_page_shows_this_request(client, logged_in):
     response = client.get("/hooks", headers={"X-Request-ID": "hook-demo"})
     page = response.get_data(as_text=True)
     assert "<code>hook-demo</code> (kept from your X-Request-ID header)" in page
+    assert "It also writes one access-log line" in page
     assert "alice" in page and "Content-Security-Policy" in page
 
 
