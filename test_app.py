@@ -2424,10 +2424,13 @@ def test_the_bare_api_path_answers_problem_json(client, method):
     ("GET", "/"), ("GET", "/data"), ("GET", "/api/notes"), ("GET", "/no-such-page"),
     ("GET", "/static/style.css"), ("GET", "/errors/500"), ("GET", "/errors/429"), ("GET", "/search"),
     ("POST", "/notes"), ("PROPFIND", "/"), ("HEAD", "/"), ("OPTIONS", "/api/notes"),
-    ("GET", "/api/openapi.json"),
+    ("GET", "/api/openapi.json"), ("GET", "/notes"), ("POST", "/api/notes"), ("GET", "/errors/413"),
 ])
 def test_every_response_has_the_security_headers(client, method, url):
     headers = client.open(url, method=method).headers
+    hook_headers = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options",
+                    "Referrer-Policy", "X-Request-ID", "Server-Timing")
+    assert [len(headers.getlist(name)) for name in hook_headers] == [1] * 6  # added once
     policy = dict(part.strip().split(" ", 1) for part in
                   headers["Content-Security-Policy"].split(";"))
     assert "'unsafe-inline'" not in policy.get("script-src", policy["default-src"])
