@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import sqlite3
-import sys
 import tempfile
 import time
 import tokenize
@@ -31,11 +30,11 @@ import click
 from flask import (
     Config,
     Flask,
+    Request,
     abort,
     current_app,
     flash,
     g,
-    has_request_context,
     jsonify,
     redirect,
     render_template,
@@ -45,7 +44,6 @@ from flask import (
 )
 from flask.cli import load_dotenv
 from flask.globals import request_ctx
-from flask.logging import default_handler
 from flask.sessions import SecureCookieSessionInterface
 from flask.views import MethodView
 from jinja2 import pass_context
@@ -369,11 +367,12 @@ def remembering_url_for(app):
 
     @pass_context
     def template_url_for(context, endpoint, **values):
-        # Flask puts the request itself in a page's context: no proxy lookup for every link.
-        # (Macros imported without context do not see it, and use the proxy.)
-        current = context.get("request") or (request if has_request_context() else None)
-        if "_external" in values or current is None:
-            return url_for(endpoint, **values)  # an absolute URL depends on the Host header
+        # A page's context holds the request object itself (Flask adds it), so most links
+        # skip the proxy lookup. A view's own `request` variable is not a Request: no cache.
+        current = context.get("request")
+        # Not cached: absolute URLs depend on the Host header, ".name" on the current blueprint.
+        if "_external" in values or endpoint.startswith(".") or not isinstance(current, Request):
+            return url_for(endpoint, **values)
         try:
             return build(current.script_root, endpoint, tuple(values.items()))
         except TypeError:  # an unhashable argument, such as a list
@@ -878,6 +877,7 @@ def configure(app, overrides):
         app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
         sources["SECRET_KEY"] = "generated into the instance folder"
     refuse_weak_secrets(app)
+    refuse_non_boolean(app, "ACCESS_LOG", sources["ACCESS_LOG"])
     app.extensions["config_sources"] = sources
 
 
@@ -910,6 +910,14 @@ def refuse_weak_secrets(app):
                 f"Set FLASK_{name} to the output of "
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
                 "or unset it to use the key generated in the instance folder.")
+
+
+def refuse_non_boolean(app, name, source):
+    """Stop when an on/off setting is not a boolean: FLASK_X=False or =no would be truthy text."""
+    value = app.config[name]
+    if not isinstance(value, bool):
+        raise RuntimeError(f"{name} is {value!r} (from {source}); it must be true or false, "
+                           f"in lowercase: FLASK_{name}=false.")
 
 
 def is_weak_key(key):
@@ -1573,17 +1581,18 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions: Secure over HTTPS, scoped to the app's URL prefix."""
 
     def open_session(self, app, request):
+        """Flask's, but none at all on the API, and no cookie parsing when ours is absent."""
         if is_api_request():
             return None  # the API ignores cookies: no session, so a cookie never logs it in
         # No cookie of ours (a first visit, a script): a new session, without parsing every cookie.
-        if self.get_cookie_name(app) not in request.headers.get("Cookie", ""):
+        if app.secret_key and self.get_cookie_name(app) not in request.headers.get("Cookie", ""):
             return self.session_class()
         return super().open_session(app, request)
 
     def save_session(self, app, session, response):
-        if not (session.accessed or session.modified):
-            return  # untouched: no cookie to send, no Vary: Cookie (no session here is permanent)
-        super().save_session(app, session, response)
+        """Flask's, skipped for a session this request never touched (nothing to send)."""
+        if session.accessed or session.modified or session.permanent:  # permanent: refresh it
+            super().save_session(app, session, response)
 
     def get_signing_serializer(self, app):
         """Flask's cookie serializer, built once per secret key rather than on every request."""
@@ -1608,41 +1617,26 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 # is well formed, so ids can be followed across services) and a start time
 # (`g.user` is loaded on first use, section 11). `after_request` adds the id, a
 # `Server-Timing` header, the security headers, and writes one access-log line
-# through `app.logger` (not print, so it can be filtered and routed). Behind
-# nginx, which logs every request itself, ACCESS_LOG=false saves the line's
-# cost (about 7% of a small JSON request). Teardown handing the database
-# connection back is in section 9. Another `before_request` gives a chunked body
-# over MAX_CONTENT_LENGTH its 413.
+# through `app.logger` (not print, so it can be filtered and routed); error lines
+# name the request id too. Behind nginx, which logs every request itself,
+# ACCESS_LOG=false saves the line's cost, a tenth of a small JSON request's
+# throughput. Teardown handing the database connection back is in section 9.
+# Another `before_request` gives a chunked body over MAX_CONTENT_LENGTH its 413.
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
-HTTPS_SECURITY_HEADERS = {
-    **SECURITY_HEADERS, "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
-}
-
-
-class StderrHandler(logging.StreamHandler):
-    """Log lines to sys.stderr (as it is now: a test runner may have swapped it)."""
-
-    def emit(self, record):
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-# Flask's default handler writes to the request's `wsgi.errors`, looked up for every
-# line; under gunicorn that is stderr too, so go there directly.
-STDERR_HANDLER = StderrHandler()
-STDERR_HANDLER.setFormatter(
-    logging.Formatter("[%(asctime)s] %(levelname)s in %(module)s: %(message)s"))  # Flask's format
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+)
+HTTPS_SECURITY_HEADERS = (
+    *SECURITY_HEADERS, ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+)
 
 
 def start_request():
@@ -1677,11 +1671,9 @@ def finish_request(response):
     elapsed_ms = (time.perf_counter() - g.started) * 1000
     request_id = g.request_id
     headers = response.headers
-    # add(), not set(): no view sets these headers, so there is no old value to look for.
-    for name, value in security_headers(request.is_secure).items():
-        headers.add(name, value)
-    headers.add("X-Request-ID", request_id)
-    headers.add("Server-Timing", f"app;dur={elapsed_ms:.1f}")
+    headers.update(security_headers(request.is_secure))
+    headers["X-Request-ID"] = request_id
+    headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
     if current_app.config["ACCESS_LOG"]:
         # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
         path = request.path if request.path.isprintable() else repr(request.path)
@@ -1697,11 +1689,6 @@ def register_request_hooks(app):
     app.after_request(finish_request)
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
-    if not isinstance(app.config["ACCESS_LOG"], bool):  # FLASK_ACCESS_LOG=no would be truthy
-        raise RuntimeError("ACCESS_LOG must be true or false.")
-    if default_handler in app.logger.handlers:  # unless logging was configured before
-        app.logger.removeHandler(default_handler)
-        app.logger.addHandler(STDERR_HANDLER)
 
     @app.route("/hooks")
     def hooks():
@@ -1753,7 +1740,7 @@ def handle_http_error(error):
 
 def handle_database_error(error):
     """A locked, read-only or missing database: 503, logged, nothing leaked."""
-    current_app.logger.error("Database unavailable: %s", error)
+    current_app.logger.error("Database unavailable: %s (request %s)", error, g.get("request_id"))
     g.user = None  # the error page must not ask the failing database who is logged in
     return render_error(503, "The database is busy or unavailable. Please try again shortly.",
                         {"Retry-After": "2"})
@@ -1761,7 +1748,8 @@ def handle_database_error(error):
 
 def handle_unexpected_error(error):
     """A crash: log the traceback, show a plain apology."""
-    current_app.logger.error("Unhandled exception", exc_info=error)
+    current_app.logger.error("Unhandled exception (request %s)", g.get("request_id"),
+                             exc_info=error)
     return render_error(500, "Something went wrong on our side. It has been logged.")
 
 
@@ -1811,7 +1799,7 @@ def register_deployment(app):
         try:
             get_db().execute("SELECT 1").fetchone()
         except sqlite3.Error as error:
-            app.logger.error("Health check failed: %s", error)
+            app.logger.error("Health check failed: %s (request %s)", error, g.get("request_id"))
             return {"status": "error", "database": "unavailable"}, 503
         return {"status": "ok", "database": "ok"}
 

@@ -61,6 +61,7 @@ def app(tmp_path):
         "SECRET_KEY": TEST_SECRET,
         "JWT_SECRET_KEY": JWT_TEST_KEY,
         "DATABASE": str(tmp_path / "test.sqlite"),
+        "ACCESS_LOG": True,  # whatever FLASK_ACCESS_LOG the shell has
     }, instance_path=str(tmp_path / "instance"))
 
 
@@ -585,6 +586,23 @@ def test_flashed_messages_appear_once(client, auth):
     assert "Your account is ready." not in client.get("/notes").get_data(as_text=True)
 
 
+def test_template_links_ignore_a_page_variable_named_request(app):
+    with app.test_request_context("/"):
+        page = flask.render_template_string("{{ url_for('tour') }} {{ request.sender }}",
+                                            request={"sender": "bob"})  # e.g. a friend request
+    assert page == "/ bob"
+
+
+def test_template_links_to_the_current_blueprint_are_not_shared_between_blueprints(app):
+    for name in ("shop", "blog"):
+        blueprint = flask.Blueprint(name, __name__, url_prefix=f"/{name}")
+        blueprint.add_url_rule("/", "index", lambda: flask.render_template_string(
+            "{{ url_for('.index') }}"))
+        app.register_blueprint(blueprint)
+    client = app.test_client()
+    assert [client.get(path).text for path in ("/shop/", "/blog/")] == ["/shop/", "/blog/"]
+
+
 def test_every_template_extends_base():
     for template in (ROOT / "templates").glob("*.html"):
         if not template.name.startswith("_") and template.name != "base.html":
@@ -1060,6 +1078,32 @@ def test_token_lifetime_is_configurable(app, client):
                        ).json["expires_in"] == 60
 
 
+def test_a_request_that_never_touches_the_session_sends_no_cookie(client, logged_in):
+    response = client.get("/data")
+    assert "Set-Cookie" not in response.headers and "Cookie" not in response.vary
+
+
+def test_a_permanent_session_is_still_refreshed_on_every_request(app, client):
+    @app.route("/remember-me")
+    def remember_me():
+        flask.session["who"], flask.session.permanent = "alice", True
+        return ""
+    client.get("/remember-me")
+    refreshed = client.get("/data").headers.get("Set-Cookie", "")  # /data never reads it
+    assert refreshed.startswith("session=") and "Expires=" in refreshed
+
+
+def test_without_a_secret_key_the_session_says_so(app, client, caplog):
+    app.secret_key = None
+    @app.route("/store")
+    def store():
+        flask.session["x"] = 1
+        return ""
+    with caplog.at_level("ERROR", logger="app"):
+        assert client.get("/store").status_code == 500
+    assert "The session is unavailable because no secret key was set" in caplog.text
+
+
 # A token made by PyJWT 2 (jwt.encode({"sub": "1", "exp": 4102444800}, JWT_TEST_KEY)):
 # a standard library's token must verify with our code.
 PYJWT_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
@@ -1100,6 +1144,15 @@ def test_every_response_has_the_hook_headers(client, url):
     assert re.fullmatch(r"app;dur=\d+\.\d", headers["Server-Timing"])
 
 
+def test_a_response_object_reused_by_a_view_gets_each_request_s_own_headers(app, client):
+    shared = flask.Response("pong")
+    app.add_url_rule("/ping", "ping", lambda: shared)
+    client.get("/ping", headers={"X-Request-ID": "first"})
+    second = client.get("/ping", headers={"X-Request-ID": "second"})
+    assert second.headers.getlist("X-Request-ID") == ["second"]
+    assert len(second.headers.getlist("Content-Security-Policy")) == 1
+
+
 def test_access_log_line(client, caplog):
     with caplog.at_level("INFO", logger="app"):
         response = client.get("/data", headers={"X-Request-ID": "trace-me"})
@@ -1119,15 +1172,29 @@ def test_access_log_can_be_switched_off_without_losing_errors(tmp_path, caplog):
                         "ACCESS_LOG": False}, instance_path=str(tmp_path / "instance"))
     with caplog.at_level("INFO", logger="app"):
         assert quiet.test_client().get("/data").headers["X-Request-ID"]  # the hooks still run
-        assert quiet.test_client().get("/errors/500").status_code == 500
-    assert [record.getMessage() for record in caplog.records] == ["Unhandled exception"]
+        crash = quiet.test_client().get("/errors/500", headers={"X-Request-ID": "trace-me"})
+    assert crash.status_code == 500
+    # nginx logs the id; the app's error line carries it too, so the two can be matched.
+    assert [record.getMessage() for record in caplog.records] == [
+        "Unhandled exception (request trace-me)"]
     assert "It writes no access-log line here" in quiet.test_client().get("/hooks").text
 
 
-@pytest.mark.parametrize("value", ["no", "0", 1])
+@pytest.mark.parametrize("value", ["false", "no", 0, None])
 def test_an_access_log_setting_that_is_not_a_boolean_stops_the_app(tmp_path, value):
-    with pytest.raises(RuntimeError, match="ACCESS_LOG must be true or false"):
+    with pytest.raises(RuntimeError, match=r"ACCESS_LOG is .* \(from create_app\(\) argument\)"):
         create_app({"TESTING": True, "ACCESS_LOG": value}, instance_path=str(tmp_path))
+
+
+@pytest.mark.parametrize("text, value", [("false", False), ("true", True), ("False", None),
+                                         ("no", None), ("0", None)])
+def test_access_log_from_the_environment(clean_environment, tmp_path, text, value):
+    clean_environment.setenv("FLASK_ACCESS_LOG", text)
+    if value is None:  # JSON's false only: other spellings would arrive as truthy text
+        with pytest.raises(RuntimeError, match="FLASK_ACCESS_LOG=false"):
+            create_app({"TESTING": True}, instance_path=str(tmp_path))
+    else:
+        assert create_app({"TESTING": True}, instance_path=str(tmp_path)).config["ACCESS_LOG"] is value
 
 
 def test_hooks_page_shows_this_request(client, logged_in):
