@@ -367,9 +367,8 @@ def remembering_url_for(app):
 
     @pass_context
     def template_url_for(context, endpoint, **values):
-        # A page's context holds the request object itself (Flask adds it), so most links
-        # skip the proxy lookup. A view's own `request` variable is not a Request: no cache.
-        current = context.get("request")
+        # Flask puts the request object itself in a page's context: no proxy lookup per link.
+        current = context.get("request")  # a view's own `request` variable is not a Request
         # Not cached: absolute URLs depend on the Host header, ".name" on the current blueprint.
         if "_external" in values or endpoint.startswith(".") or not isinstance(current, Request):
             return url_for(endpoint, **values)
@@ -1671,9 +1670,13 @@ def finish_request(response):
     elapsed_ms = (time.perf_counter() - g.started) * 1000
     request_id = g.request_id
     headers = response.headers
-    headers.update(security_headers(request.is_secure))
-    headers["X-Request-ID"] = request_id
-    headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
+    # A new response has none of these: add() skips set()'s search for an old value.
+    # A Response object that a view returns again already has them: replace those.
+    put = headers.set if "X-Request-ID" in headers else headers.add
+    for name, value in security_headers(request.is_secure):
+        put(name, value)
+    put("X-Request-ID", request_id)
+    put("Server-Timing", f"app;dur={elapsed_ms:.1f}")
     if current_app.config["ACCESS_LOG"]:
         # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
         path = request.path if request.path.isprintable() else repr(request.path)
