@@ -361,6 +361,7 @@ def remembering_url_for(app):
     """A `url_for` for templates that builds each distinct link only once."""
     # Building a URL costs more than rendering the card around it, and the tour has dozens.
     # A link depends only on the prefix, the endpoint and its arguments, so those are the key.
+    # (Python counts True, 1 and 1.0 as one key: pass links strings and ints, not bools.)
     @functools.lru_cache(maxsize=4096)
     def build(script_root, endpoint, arguments):
         return app.url_for(endpoint, **dict(arguments))
