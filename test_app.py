@@ -1167,17 +1167,16 @@ def test_access_log_line_cannot_be_forged_through_the_path(client, caplog):
     assert "'/user/x\\n203.0.113.9 GET /admin 200'" in caplog.text
 
 
-def test_access_log_can_be_switched_off_without_losing_errors(tmp_path, caplog):
-    quiet = create_app({"TESTING": True, "DATABASE": str(tmp_path / "quiet.sqlite"),
-                        "ACCESS_LOG": False}, instance_path=str(tmp_path / "instance"))
+def test_access_log_can_be_switched_off_without_losing_errors(app, client, caplog):
+    app.config["ACCESS_LOG"] = False
     with caplog.at_level("INFO", logger="app"):
-        assert quiet.test_client().get("/data").headers["X-Request-ID"]  # the hooks still run
-        crash = quiet.test_client().get("/errors/500", headers={"X-Request-ID": "trace-me"})
+        assert client.get("/data").headers["X-Request-ID"]  # the hooks still run
+        crash = client.get("/errors/500", headers={"X-Request-ID": "trace-me"})
     assert crash.status_code == 500
     # nginx logs the id; the app's error line carries it too, so the two can be matched.
     assert [record.getMessage() for record in caplog.records] == [
         "Unhandled exception (request trace-me)"]
-    assert "It writes no access-log line here" in quiet.test_client().get("/hooks").text
+    assert "It writes no access-log line here" in client.get("/hooks").text
 
 
 @pytest.mark.parametrize("value", ["false", "no", 0, None])
