@@ -1153,6 +1153,22 @@ def test_a_response_object_reused_by_a_view_gets_each_request_s_own_headers(app,
     assert len(second.headers.getlist("Content-Security-Policy")) == 1
 
 
+def test_a_security_header_the_view_set_itself_is_kept_not_doubled(app, client):
+    app.add_url_rule("/framable", "framable",
+                     lambda: ("ok", {"x-frame-options": "SAMEORIGIN"}))  # any case of the name
+    headers = client.get("/framable").headers
+    assert headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert headers["Content-Security-Policy"] == tour.CONTENT_SECURITY_POLICY  # the rest still added
+
+
+def test_the_security_headers_are_added_outside_flask():
+    # A response made in the middleware's own WSGI call, with no Flask request behind it.
+    inner = tour.SecurityHeaders(lambda environ, start_response: start_response("204 No Content", []))
+    sent = []
+    inner({"wsgi.url_scheme": "https"}, lambda status, headers, exc_info=None: sent.extend(headers))
+    assert dict(sent) == dict(tour.HTTPS_SECURITY_HEADERS)
+
+
 def test_access_log_line(client, caplog):
     with caplog.at_level("INFO", logger="app"):
         response = client.get("/data", headers={"X-Request-ID": "trace-me"})
@@ -1202,6 +1218,7 @@ def test_hooks_page_shows_this_request(client, logged_in):
     assert "<code>hook-demo</code> (kept from your X-Request-ID header)" in page
     assert "It also writes one access-log line" in page
     assert "alice" in page and "Content-Security-Policy" in page
+    assert "<code>SecurityHeaders</code> middleware adds" in page
 
 
 # ---------------------------------------------------------------------------
