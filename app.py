@@ -186,9 +186,8 @@ TOPICS = (
     Topic(12, "Middleware / request hooks",
           "Code that runs before and after every request.",
           "`print()` in `before_request` and `after_request`.",
-          "Hooks add a request id, timing and an access log line, through the logger rather "
-          "than `print()`, so it can be filtered and sent where operations need it; a WSGI "
-          "middleware adds the security headers.",
+          "Hooks add a request id, timing and a log line (the logger, not `print()`, so it can "
+          "be filtered and routed); a WSGI middleware adds the security headers.",
           (("What the hooks did to this request", "hooks", {}),)),
     Topic(13, "Error handling & custom error pages",
           "Every error is a friendly page, or problem+json for the API.",
