@@ -1619,8 +1619,8 @@ class HttpsAwareSessionInterface(SecureCookieSessionInterface):
 # `Server-Timing` header, and writes one access-log line through `app.logger`
 # (not print, so it can be filtered and routed); error lines name the request id
 # too. Behind nginx, which logs every request itself, ACCESS_LOG=false saves the
-# line's cost, a tenth of a small JSON request's throughput. Teardown handing the
-# database connection back is in section 9. Another `before_request` gives a
+# line's cost, over a tenth of a small JSON request's throughput. Teardown handing
+# the database connection back is in section 9. Another `before_request` gives a
 # chunked body over MAX_CONTENT_LENGTH its 413.
 # The security headers depend on nothing but the scheme (HSTS only over HTTPS), so
 # they need no request context: `SecurityHeaders`, a WSGI middleware around the app,
