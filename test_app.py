@@ -1725,6 +1725,8 @@ def test_nginx_balances_two_gunicorn_instances(tmp_path):
             assert static.body == (ROOT / "static" / "style.css").read_bytes()
             assert static.headers["Cache-Control"] == "max-age=3600"
             assert "X-Request-ID" not in static.headers  # every app response has one
+            assert [(name, static.headers[name]) for name, _ in tour.SECURITY_HEADERS] == list(
+                tour.SECURITY_HEADERS)  # nginx sends the app's own security headers
         assert LiveClient(proxy.url).get("/static../app.py").status == 404  # alias with its "/"
         for _ in range(20):
             assert LiveClient(proxy.url).get("/data").status == 200
