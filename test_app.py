@@ -1434,6 +1434,8 @@ def test_deployment_files_agree_with_each_other_and_the_app():
     assert "./static:/srv/flask-tour/static:ro" in compose and "- instance:/app/instance" in compose
     megabytes = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1))
     assert megabytes * 1024 * 1024 == tour.DEFAULTS["MAX_CONTENT_LENGTH"]
+    static_headers = re.findall(r'^\s*add_header ([\w-]+) "?(.*?)"?;$', nginx, re.M)
+    assert sorted(static_headers) == sorted(tour.SECURITY_HEADERS)  # nginx serves static/ itself
 
 
 # Live servers: gunicorn and nginx on loopback ports -------------------------
