@@ -2516,7 +2516,7 @@ def test_the_bare_api_path_answers_problem_json(client, method):
 def test_every_response_has_the_security_headers(client, method, url):
     headers = client.open(url, method=method).headers
     added_headers = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options",
-                    "Referrer-Policy", "X-Request-ID", "Server-Timing")
+                     "Referrer-Policy", "X-Request-ID", "Server-Timing")
     assert [len(headers.getlist(name)) for name in added_headers] == [1] * 6  # added once
     policy = dict(part.strip().split(" ", 1) for part in
                   headers["Content-Security-Policy"].split(";"))
