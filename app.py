@@ -1,8 +1,19 @@
 """Flask Tour: every topic of the Flask cheat sheet, working live, in one module.
 
 Run it with ``flask run`` (no configuration needed), then open http://127.0.0.1:5000/.
-Each numbered section below is one topic of the cheat sheet; the tour shows each
-section's source beside its live demo, so the code you read is the code that runs.
+Each numbered section below is one topic of the cheat sheet, in the cheat sheet's order; the
+tour shows each section's source beside its live demo, so the code you read is the code that
+runs. A section copies alone: paste it, with the sections its "Uses" line names, into your own
+project and register it as `create_app` does.
+
+Sections with views are Blueprints (endpoints such as `forms.login`); sections without views
+(the database, the models) have an `init_*(app)` function, as flaskr's `db.init_app` does.
+
+The file reads top to bottom except where the cheat sheet's order must win: `create_app`
+(topic 1) registers every later section, and the pages of topics 3 and 5 use the models (10)
+and the login (11), because the cheat sheet teaches forms before databases. Python looks those
+names up when a request runs, so the order works. The tour's own machinery, the topic table
+and the syntax highlighter, is the appendix after topic 14.
 """
 
 import base64
@@ -24,13 +35,13 @@ import tokenize
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import click
 from flask import (
+    Blueprint,
     Config,
     Flask,
-    Request,
     abort,
     current_app,
     flash,
@@ -42,17 +53,10 @@ from flask import (
     session,
     url_for,
 )
-from flask.cli import load_dotenv
-from flask.globals import request_ctx
-from flask.sessions import SecureCookieSessionInterface
+from flask.cli import load_dotenv, with_appcontext
 from flask.views import MethodView
-from jinja2 import pass_context
 from markupsafe import Markup, escape
-from werkzeug.exceptions import (
-    HTTPException,
-    MethodNotAllowed,
-    TooManyRequests,
-)
+from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -60,262 +64,1034 @@ from werkzeug.security import check_password_hash, generate_password_hash
 # ---------------------------------------------------------------------------
 # 1. Flask setup & project structure
 # ---------------------------------------------------------------------------
-# An application factory instead of a global app: tests and embedders can build
-# as many independent apps as they like, each with its own configuration and
-# database. `app = create_app()` at the end of the file keeps `flask run`,
-# `gunicorn app:app` and `python app.py` working exactly as in the cheat sheet.
+# An application factory instead of a global app: each test or embedding builds its own
+# app, with its own settings and database. The factory is the one place that knows every
+# section: it loads the settings, then registers each section's Blueprint (or calls its
+# `init_*`). `app` at the end of the file keeps `flask run` and `gunicorn app:app` working.
+# Uses `configure` (section 8), `init_database` (section 9), `init_models` (section 10),
+# `auth_bp`, `init_jwt`, `accounts_bp` (section 11), and the Blueprints `hooks_bp`
+# (section 12), `tour_bp` (section 2), `params_bp` (section 3), `templates_bp` (section 4),
+# `forms_bp` (section 5), `api_bp` (section 6), `json_bp` (section 7), `config_bp`
+# (section 8), `errors_bp` (section 13), `deployment_bp` (section 14).
 
 
 def create_app(config=None, *, instance_path=None):
     """Build a Flask Tour app; `config` overrides every other setting source."""
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     configure(app, config)
-    register_request_hooks(app)  # first, so every request has its id before other hooks run
-    for register in (
-        register_routing,
-        register_url_parameters,
-        register_templates,
-        register_forms,
-        register_rest_api,
-        register_json,
-        register_configuration_page,
-        register_database,
-        register_auth,
-        register_error_handlers,
-        register_deployment,
-    ):
-        register(app)
+    init_database(app)
+    init_models(app)
+    init_jwt(app)
+    app.register_blueprint(hooks_bp)  # first, so every request has its id before other hooks run
+    app.register_blueprint(tour_bp)
+    app.register_blueprint(params_bp)
+    app.register_blueprint(templates_bp)
+    app.register_blueprint(forms_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(json_bp)
+    app.register_blueprint(config_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(accounts_bp)
+    app.register_blueprint(errors_bp)
+    app.register_blueprint(deployment_bp)
     return app
 
 
 # ---------------------------------------------------------------------------
 # 2. Routing (@app.route)
 # ---------------------------------------------------------------------------
-# `/` is the tour: one card per topic with its live demos. `/topics/<int:n>` shows
-# that topic's section of this very file, found by its numbered banner, so the
-# code on screen can never drift from the code that runs; `highlight_python`
-# colours it with the standard library's tokenizer, so it needs no JavaScript.
-# The `int` converter means `/topics/abc` is a 404 before our view even runs.
+# `@bp.route` maps a URL to a view function, as the cheat sheet's `@app.route` does; a
+# Blueprint groups a section's routes, and `create_app` registers it on the app. Endpoints
+# are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
+# makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
+# Uses `TOPICS` and `topic_page` (appendix).
+
+tour_bp = Blueprint("tour", __name__)
+
+
+@tour_bp.route("/")
+def index():
+    """The tour: every topic with its demos."""
+    return render_template("tour.html", topics=TOPICS)
+
+
+@tour_bp.route("/topics/<int:number>")
+def topic(number):
+    """One topic: its section of this file beside its demos."""
+    if not 1 <= number <= len(TOPICS):
+        abort(404)
+    return topic_page(TOPICS[number - 1])
+
+
+# ---------------------------------------------------------------------------
+# 4. Templates (Jinja2)
+# ---------------------------------------------------------------------------
+# `render_template` fills in a file from templates/. Every page extends `base.html`, the
+# one layout; `_macros.html` holds the form-field and pagination macros. Jinja2 escapes
+# every `{{ value }}` in .html templates, and `url_for` builds every link, so pages keep
+# working when the app is mounted under a prefix. `has_endpoint` lets `base.html` link
+# only to the sections an app has registered, so a copied section's pages still render.
+
+templates_bp = Blueprint("templates", __name__)
+
+
+@templates_bp.route("/welcome/<user>")
+def welcome(user):
+    """Render templates/welcome.html with the user's name."""
+    return render_template("welcome.html", user=user)
+
+
+@templates_bp.app_template_global()
+def has_endpoint(endpoint):
+    """True when the app has a view for `endpoint`, so a template can link to it."""
+    return endpoint in current_app.view_functions
+# ---------------------------------------------------------------------------
+# 7. JSON responses (jsonify)
+# ---------------------------------------------------------------------------
+# `jsonify` (or simply returning a dict) makes a JSON response. Errors get the standard
+# shape of RFC 9457, `application/problem+json` with `type`, `title`, `status` and
+# `detail`, so clients handle every failure the same way. Request bodies go through
+# `json_body` and `validate`, the one validation helper that the HTML forms use too.
+
+json_bp = Blueprint("json", __name__)
+
+
+@json_bp.route("/data")
+def data():
+    """A small JSON document."""
+    return jsonify({"name": "Nutan", "role": "DevOps Engineer"})
+
+
+HTTP_ERROR_TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
+    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def problem(status, detail, headers=None, **extra):
+    """An RFC 9457 problem+json response."""
+    body = {"type": "about:blank", "title": HTTP_ERROR_TITLES.get(status, "Error"),
+            "status": status, "detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    response.headers.extend(headers or {})
+    return response
+
+
+def invalid_fields(errors):
+    """The 422 problem for a body whose fields failed validation."""
+    return problem(422, "Some fields are invalid.", errors=errors)
+
+
+def json_body():
+    """The request's JSON body; 415 when it is not JSON, 400 when it is malformed."""
+    if not request.is_json:
+        abort(415, "Send a JSON body with Content-Type: application/json.")
+    try:
+        data = request.get_json()
+    except RecursionError:  # absurdly nested JSON exhausts the parser's stack
+        abort(400, "The JSON body is nested too deeply.")
+    if not isinstance(data, dict):
+        abort(422, "The JSON body must be an object.")
+    return data
+
+
+def is_api_request():
+    """True for requests to /api/…, which answer in JSON and ignore cookies."""
+    return request.path == "/api" or request.path.startswith("/api/")
 
 
 @dataclass(frozen=True)
-class Topic:
-    number: int
+class Field:
+    """The rules for one text field of a form or JSON body."""
+
+    max_length: int
+    min_length: int = 0
+    pattern: str = None
+    pattern_message: str = ""
+
+    def check(self, value):
+        """Return an error message for `value`, or None when it is fine."""
+        if not isinstance(value, str):
+            return "Must be a string."
+        if not is_utf8_encodable(value):  # JSON's "\ud800" escapes decode to lone surrogates
+            return "Must be valid Unicode text."
+        if self.min_length and not value:
+            return "This field is required."
+        if len(value) < self.min_length:
+            return f"Must be at least {self.min_length} characters."
+        if len(value) > self.max_length:
+            return f"Must be at most {self.max_length} characters."
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return self.pattern_message
+        return None
+
+
+def is_utf8_encodable(text):
+    """False for strings SQLite and the password hasher cannot store, such as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+USER_FIELDS = {
+    "username": Field(32, 3, r"[A-Za-z0-9_.-]+", "Use letters, digits, '.', '_' or '-'."),
+    "password": Field(256, 8),
+}
+NOTE_FIELDS = {"title": Field(200, 1), "body": Field(10_000)}
+SEARCH_FIELD = Field(200)  # SQLite refuses LIKE patterns over 50,000 characters
+
+
+def validate(data, fields, partial=False):
+    """Check `data` against `fields`; return (clean values, {field: message})."""
+    errors = {name: "Unknown field." for name in data if name not in fields}
+    values = {}
+    for name, field in fields.items():
+        if name not in data:
+            if not partial and field.min_length:
+                errors[name] = "This field is required."
+            continue
+        value = data[name].strip() if isinstance(data[name], str) and name != "password" else data[name]
+        message = field.check(value)
+        if message:
+            errors[name] = message
+        values[name] = value
+    return values, errors
+
+
+def field_schemas(fields):
+    """JSON Schema properties for `fields`, so the OpenAPI document matches `validate`."""
+    return {name: {"type": "string", "minLength": field.min_length, "maxLength": field.max_length,
+                   **({"pattern": f"^{field.pattern}$"} if field.pattern else {})}
+            for name, field in fields.items()}
+# ---------------------------------------------------------------------------
+# 8. Flask configurations & environment variables
+# ---------------------------------------------------------------------------
+# Settings are layered, later wins: `DEFAULTS` below, then the Python file named by
+# APP_SETTINGS (`from_envvar`, as in the cheat sheet), then FLASK_* variables
+# (`from_prefixed_env`, with `.env` loaded by python-dotenv without overriding real
+# variables), then the mapping given to `create_app`. Each section then adds its own
+# defaults with `app.config.setdefault`, which never overrides a value set here.
+# `/config` shows where each setting came from. With no SECRET_KEY at all, one is
+# generated once into the instance folder; a weak one is refused outside debug and testing.
+
+DEFAULTS = {  # Flask's own settings that this app changes
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+
+def configure(app, overrides):
+    """Load settings from every source in order, remembering where each came from."""
+    sources = {key: "Flask default" for key in app.config}
+
+    def apply(values, source):
+        for key, value in values.items():
+            if key.isupper():
+                app.config[key] = value
+                sources[key] = source
+
+    apply(DEFAULTS, "Flask Tour default")
+    load_dotenv()  # fills os.environ from .env, never overriding real variables
+    if os.environ.get("APP_SETTINGS"):
+        settings_file = Config(app.root_path)
+        settings_file.from_envvar("APP_SETTINGS")
+        apply(settings_file, "APP_SETTINGS file")
+    environment = Config(app.root_path)
+    environment.from_prefixed_env()
+    apply(environment, "FLASK_* environment variable")
+    apply(overrides or {}, "create_app() argument")
+    if app.config["SECRET_KEY"] is None:
+        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
+        sources["SECRET_KEY"] = "generated into the instance folder"
+    refuse_weak_secrets(app)
+    app.extensions["config_sources"] = sources
+
+
+config_bp = Blueprint("config", __name__)
+
+
+@config_bp.route("/config")
+def show_config():
+    """The effective settings, where each came from, secrets masked."""
+    sources = current_app.extensions["config_sources"]
+    settings = [(key, shown_value(key, value, sources.get(key)),
+                 sources.get(key, "default of the section that uses it"))
+                for key, value in sorted(current_app.config.items())]
+    return render_template("config.html", settings=settings)
+
+
+EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|_KEY$|_TOKEN$")
+SERVER_PATHS = {"DATABASE"}  # where files live on the server is no visitor's business
+
+
+def shown_value(key, value, source):
+    """The value as /config shows it: secrets, unknown settings and server paths masked."""
+    # Unknown settings are masked too: a FLASK_DB_URL from the environment may hold a password.
+    known = key in app_defaults() or source is None
+    if SECRET_NAME.search(key) or not known:
+        return "•••••• (hidden)"
+    if key in SERVER_PATHS:
+        return "•••••• (a path on the server)"
+    return repr(value)
+
+
+def app_defaults():
+    """The names of the settings Flask and this section define."""
+    return Flask.default_config.keys() | DEFAULTS.keys()
+
+
+def instance_secret_key(instance_path):
+    """Read the instance folder's secret key, creating it atomically on first use."""
+    os.makedirs(instance_path, exist_ok=True)
+    key_file = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(key_file):
+        descriptor, temporary = tempfile.mkstemp(dir=instance_path)  # created with mode 0600
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, key_file)  # atomic: of workers racing, exactly one key wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    with open(key_file, encoding="utf-8") as file:
+        return file.read().strip()
+
+
+def refuse_weak_secrets(app):
+    """Stop with a helpful message when a configured key is guessable."""
+    if app.debug or app.testing:
+        return
+    for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
+        if app.config.get(name) is not None and is_weak_key(app.config[name]):
+            raise RuntimeError(
+                f"{name} is too weak (empty, shorter than 32 bytes, or the example value). "
+                f"Set FLASK_{name} to the output of "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
+                "or unset it to use the key generated in the instance folder.")
+
+
+def is_weak_key(key):
+    """True for a key under 32 bytes, the example value, or not text at all."""
+    if not isinstance(key, (str, bytes)):  # FLASK_SECRET_KEY=123… arrives as a number
+        return True
+    secret = key_bytes(key)
+    return len(secret) < 32 or secret == EXAMPLE_SECRET.encode()
+
+
+def key_bytes(key):
+    """A configured key as bytes, as HMAC needs it."""
+    return key if isinstance(key, bytes) else str(key).encode()
+# ---------------------------------------------------------------------------
+# 9. Database integration (sqlite3)
+# ---------------------------------------------------------------------------
+# flaskr's pattern: `get_db()` opens one connection per request, on first use, and keeps
+# it on `g`; `close_db()` closes it at teardown. Every section that has tables hands its
+# `CREATE TABLE IF NOT EXISTS` script to `add_schema`; the app's first connection creates
+# them all, and `flask init-db` drops and recreates them.
+# Uses nothing from other sections.
+
+
+def get_db():
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        path = current_app.config["DATABASE"]
+        if not current_app.extensions.get("database_ready"):
+            if os.path.dirname(path) == current_app.instance_path:  # the default place
+                os.makedirs(current_app.instance_path, exist_ok=True)
+            create_schema(path, current_app.extensions["schemas"])
+            current_app.extensions["database_ready"] = True
+        g.db = connect(path)
+    return g.db
+
+
+def close_db(exception=None):
+    """Close the request's connection, if it opened one."""
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()  # a request that failed halfway: closing rolls back what it left open
+
+
+BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, then 503
+
+
+def connect(path, create=False):
+    """Open a connection with the pragmas every connection needs."""
+    # mode=rw: a database file deleted while the app runs is an error (503), not a new
+    # empty file that would take writes while the old data is gone.
+    mode = "rwc" if create else "rw"
+    db = sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT)
+    db.row_factory = sqlite3.Row  # rows behave like dicts: row["title"]
+    db.execute("PRAGMA foreign_keys = ON")  # SQLite leaves them off unless asked, per connection
+    return db
+
+
+def create_schema(path, schemas):
+    """Create the database file, in WAL mode, with every section's tables."""
+    db = connect(path, create=True)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (kept in the file)
+        db.executescript("".join(schemas))
+    finally:
+        db.close()
+
+
+def init_db(path, schemas):
+    """Drop every table and create the schema afresh."""
+    db = connect(path, create=True)  # foreign keys are enforced, so drop children first
+    try:
+        tables = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in reversed(tables))
+        # One transaction: a request never sees the tables half dropped.
+        db.executescript(f"PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {drops} "
+                         f"{''.join(schemas)} COMMIT;")
+    finally:
+        db.close()
+
+
+@click.command("init-db")
+@with_appcontext
+def init_db_command():
+    """Delete all data and recreate the tables."""
+    init_db(current_app.config["DATABASE"], current_app.extensions["schemas"])
+    click.echo(f"Initialized the database at {current_app.config['DATABASE']}.")
+
+
+def init_database(app):
+    """Set the database's path, close connections at teardown, add `flask init-db`."""
+    configured = app.config.get("DATABASE")
+    if configured and not os.path.isdir(os.path.dirname(os.path.abspath(configured))):
+        raise RuntimeError(f"DATABASE is {configured!r}, but its folder does not exist. "
+                           "Create the folder, or unset DATABASE to use the instance folder.")
+    if not configured:
+        app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
+    app.extensions["schemas"] = []
+    app.teardown_appcontext(close_db)
+    app.cli.add_command(init_db_command)
+
+
+def add_schema(app, schema):
+    """Have the app create `schema`'s tables along with everyone else's."""
+    app.extensions["schemas"].append(schema)
+# ---------------------------------------------------------------------------
+# 10. Models (an ORM-style layer over sqlite3)
+# ---------------------------------------------------------------------------
+# Instead of SQLAlchemy, small dataclasses with class methods: `User.create(...)`,
+# `Note.get_for_user(...)`. This layer is the only code that writes SQL for users and
+# notes, and it always passes values as `?` parameters, so input such as `' OR 1=1 --`
+# is stored as text, never run. `init_models` hands the two tables to the database.
+# Uses `get_db` and `add_schema` (section 9).
+
+
+@dataclass
+class User:
+    """An account."""
+
+    id: int
+    username: str
+    password_hash: str
+    created_at: str
+    table = "users"
+
+    @classmethod
+    def get(cls, user_id):
+        """The user with this id, or None."""
+        if not isinstance(user_id, int) or not 0 < user_id <= SQLITE_MAX_INTEGER:
+            return None
+        row = get_db().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def find(cls, username):
+        """The user with this username (any case), or None."""
+        row = get_db().execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def create(cls, username, password):
+        """Store a new user with a hashed password; UsernameTaken if the name exists."""
+        db = get_db()
+        try:
+            row = db.execute(
+                "INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING *",
+                (username, generate_password_hash(password))).fetchone()
+        except sqlite3.IntegrityError:
+            raise UsernameTaken(username) from None
+        db.commit()
+        return cls(**row)
+
+    def check_password(self, password):
+        """True when `password` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    def delete(self):
+        """Delete the user and, by cascade, their notes."""
+        db = get_db()
+        db.execute("DELETE FROM users WHERE id = ?", (self.id,))
+        db.commit()
+
+    def to_json(self):
+        return {"id": self.id, "username": self.username, "created_at": self.created_at}
+
+
+@dataclass
+class Note:
+    """A note that belongs to one user."""
+
+    id: int
+    user_id: int
     title: str
-    summary: str
-    cheat_sheet: str
-    our_version: str
-    demos: tuple  # (label, endpoint, url_for arguments)
-    api_console: bool = False  # the page offers a console that calls the JSON API
+    body: str
+    created_at: str
+    updated_at: str
+    table = "notes"
+
+    @classmethod
+    def get_for_user(cls, note_id, user_id):
+        """The note with this id if it belongs to the user, else None."""
+        if not 0 < note_id <= SQLITE_MAX_INTEGER:
+            return None
+        row = get_db().execute("SELECT * FROM notes WHERE id = ? AND user_id = ?",
+                               (note_id, user_id)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def create(cls, user_id, title, body=""):
+        """Store a new note."""
+        db = get_db()
+        row = db.execute("INSERT INTO notes (user_id, title, body) VALUES (?, ?, ?) RETURNING *",
+                         (user_id, title, body)).fetchone()
+        db.commit()
+        return cls(**row)
+
+    @classmethod
+    def page_for_user(cls, user_id, number, size):
+        """One page of the user's notes, newest first."""
+        return paginate(cls, "user_id = ?", (user_id,), number, size)
+
+    @classmethod
+    def search(cls, user_id, text, number, size):
+        """One page of the user's notes whose title or body contains `text` (any case)."""
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"  # % and _ match themselves
+        where = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
+        return paginate(cls, where, (user_id, pattern, pattern), number, size)
+
+    def update(self, title=None, body=None):
+        """Change the given fields and the modification time."""
+        db = get_db()
+        row = db.execute(
+            "UPDATE notes SET title = coalesce(?, title), body = coalesce(?, body),"
+            " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? RETURNING *",
+            (title, body, self.id)).fetchone()
+        db.commit()
+        self.__dict__.update(dict(row))
+
+    def delete(self):
+        """Delete the note."""
+        db = get_db()
+        db.execute("DELETE FROM notes WHERE id = ?", (self.id,))
+        db.commit()
+
+    def to_json(self):
+        return {"id": self.id, "title": self.title, "body": self.body,
+                "created_at": self.created_at, "updated_at": self.updated_at}
 
 
-TOPICS = (
-    Topic(1, "Flask setup & project structure",
-          "An application factory that builds the app, configured and ready.",
-          "One global `app = Flask(__name__)` in a project folder with static/ and templates/.",
-          "A `create_app()` factory builds independent apps, so each test or embedding gets its "
-          "own settings and database; `app = create_app()` still serves `flask run` and "
-          "`gunicorn app:app`.",
-          (("The tour itself", "tour", {}),)),
-    Topic(2, "Routing (@app.route)",
-          "Decorators map URLs to view functions.",
-          "`@app.route('/')` maps a URL to a function that returns a string.",
-          "Typed converters (`<int:n>`) turn a bad URL into a 404 before the view runs, so no "
-          "view parses its own arguments; pages come from templates, not strings.",
-          (("Topic 2's own page", "topic", {"number": 2}),)),
-    Topic(3, "URL parameters & query strings",
-          "Values from the path and from `?q=` reach the view.",
-          "`f\"Hello, {name}\"` and `request.args.get('q')` returned as HTML.",
-          "Values are escaped by the template (an f-string into HTML is an XSS hole); "
-          "`page` is parsed and clamped, and `%`/`_` are searched literally.",
-          (("Greet <img onerror=…>", "user", {"name": "<img src=x onerror=alert(1)>"}),
-           ("Search your notes", "search", {"q": "flask"}))),
-    Topic(4, "Templates (Jinja2)",
-          "HTML lives in templates/, filled in and escaped by Jinja2.",
-          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
-          "Every page extends one `base.html`; macros render form fields and pagination; "
-          "`url_for` builds every link so the app works under a URL prefix.",
-          (("Welcome page", "welcome", {"user": "Ada"}),)),
-    Topic(5, "Handling forms & requests (GET, POST)",
-          "Forms that validate, keep input, and redirect after success.",
-          "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
-          "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
-          "token on every form, so another site cannot post as you; post/redirect/get, so a "
-          "reload never posts twice.",
-          (("Register", "register", {}), ("Log in", "login", {}), ("Your notes", "notes", {}))),
-    Topic(6, "REST APIs with Flask (MethodView)",
-          "Class-based views: one method per HTTP verb.",
-          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
-          "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
-          "204, 404, 405, 415, 422) and an OpenAPI description.",
-          (("GET /api/hello", "hello_api", {}), ("OpenAPI description", "openapi", {})),
-          api_console=True),
-    Topic(7, "JSON responses (jsonify)",
-          "Dicts become JSON responses; errors are problem+json.",
-          "`jsonify({...})` turns a dict into a JSON response.",
-          "Returning a dict is enough; every API error is RFC 9457 problem+json, so a client "
-          "handles every failure the same way.",
-          (("GET /data", "data", {}),)),
-    Topic(8, "Configurations & environment variables",
-          "Settings layered from defaults, a file, the environment and the factory.",
-          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
-          "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
-          "`/config` shows where each setting came from, secrets masked.",
-          (("Effective settings", "show_config", {}),)),
-    Topic(9, "Database integration (sqlite3)",
-          "One SQLite connection per request, on `g`, handed back at teardown.",
-          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
-          "A connection per request (one shared connection is not safe across threads) with "
-          "WAL, a busy timeout and foreign keys on, reused by a later request instead of being "
-          "reopened; the schema is created on first use and `flask init-db` resets it.",
-          (("Health check (queries the database)", "healthz", {}),)),
-    Topic(10, "Models (an ORM-style layer)",
-          "Dataclasses with class methods are the only code that writes SQL.",
-          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
-          "A dozen-line model layer on sqlite3, always with `?` parameters, so no "
-          "user input is ever pasted into SQL.",
-          (("Your notes", "notes", {}), ("Search", "search", {"q": "%"}))),
-    Topic(11, "Authentication & JWT",
-          "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
-          "Install Flask-JWT-Extended and call its `create_access_token`.",
-          "HS256 JWTs in a few short hmac/hashlib functions, so every check is there to read: "
-          "strict verification (alg, exp, signature in constant time), revocation, and "
-          "throttled logins.",
-          (("Log in", "login", {}), ("The token endpoint, in the OpenAPI description", "openapi", {})),
-          api_console=True),
-    Topic(12, "Middleware / request hooks",
-          "Code that runs before and after every request.",
-          "`print()` in `before_request` and `after_request`.",
-          "Hooks add a request id, timing and a log line (the logger, not `print()`, so it can "
-          "be filtered and routed); a WSGI middleware adds the security headers.",
-          (("What the hooks did to this request", "hooks", {}),)),
-    Topic(13, "Error handling & custom error pages",
-          "Every error is a friendly page, or problem+json for the API.",
-          "`@app.errorhandler(404)` renders a custom `404.html`.",
-          "One handler for every HTTP error, one for crashes: the traceback is logged, never "
-          "shown, because it would tell an attacker how the app works inside.",
-          (("404 page", "error_demo", {"code": 404}), ("500 page", "error_demo", {"code": 500}),
-           ("429 page", "error_demo", {"code": 429}))),
-    Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
-          "A health check, proxy support and a production server.",
-          "`gunicorn app:app` and a Dockerfile.",
-          "`/healthz` checks the database; ProxyFix is opt-in for a known number of proxies; "
-          "nginx balances two gunicorn instances (deploy/nginx.conf, docker-compose.yml), "
-          "and every URL keeps the prefix the app is mounted under.",
-          (("GET /healthz", "healthz", {}),)),
-)
-
-BANNER_RULE = "# " + "-" * 75
+class UsernameTaken(Exception):
+    """Raised when a username exists already (compared case-insensitively)."""
 
 
-@functools.cache
-def source_sections():
-    """Map each topic number to its section of this file's source, banner included."""
-    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
-    starts = [i - 1 for i, line in enumerate(lines)
-              if re.match(r"# \d+\. ", line) and lines[i - 1] == BANNER_RULE]
-    sections = {}
-    for start, end in zip(starts, starts[1:] + [len(lines)]):
-        number = int(re.match(r"# (\d+)\.", lines[start + 1]).group(1))
-        sections[number] = (start + 1, "\n".join(lines[start:end]).rstrip())
-    return sections
+SQLITE_MAX_INTEGER = 2**63 - 1  # a larger id cannot exist; SQLite would raise OverflowError
 
 
-def token_class(token, previous):
-    """The CSS class that colours one token (`previous`: the text of the one before), or None."""
-    kind = tokenize.tok_name[token.type]
-    if kind in ("COMMENT", "NUMBER"):
-        return kind.lower()
-    if kind == "STRING" or kind.startswith("FSTRING"):
-        return "string"
-    decorator = re.match(r"\s*@[\w.]+", token.line)
-    if decorator and token.start[0] == token.end[0] and token.end[1] <= decorator.end():
-        return "decorator"
-    if kind == "NAME" and keyword.iskeyword(token.string):
-        return "keyword"
-    if kind == "NAME" and previous in ("def", "class"):
-        return "definition"
+@dataclass
+class Page:
+    """One page of results."""
+
+    items: list
+    number: int
+    size: int
+    total: int
+
+    @property
+    def pages(self):
+        return max(1, math.ceil(self.total / self.size))
+
+    @property
+    def has_previous(self):
+        return self.number > 1
+
+    @property
+    def has_next(self):
+        return self.number < self.pages
+
+
+def paginate(model, where, args, number, size):
+    """One page of `model` rows matching `where`, the page number clamped to the last page."""
+    db = get_db()
+    total = db.execute(f"SELECT count(*) FROM {model.table} WHERE {where}", args).fetchone()[0]
+    number = min(number, max(1, math.ceil(total / size)))
+    rows = db.execute(f"SELECT * FROM {model.table} WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                      (*args, size, (number - 1) * size)).fetchall()
+    return Page([model(**row) for row in rows], number, size, total)
+
+
+MODELS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
+"""
+
+
+def init_models(app):
+    """Have the database create the users and notes tables."""
+    add_schema(app, MODELS_SCHEMA)
+# ---------------------------------------------------------------------------
+# 11. Authentication & JWT
+# ---------------------------------------------------------------------------
+# Pages and the API prove who you are in two different ways, each in its own part below:
+# 11.1 a signed session cookie for pages, 11.2 Bearer JSON Web Tokens for the API, and
+# 11.3 the API's account endpoints that hand out those tokens. Each part copies alone.
+
+# --- 11.1 Sessions and login ------------------------------------------------
+# After login the session cookie carries the user's id, signed with SECRET_KEY so it
+# cannot be forged. A hook loads `g.user` from it before every request, and
+# `login_required` sends visitors without one to the login page, then back. Repeated
+# failed logins are throttled in `authenticate`, across every worker process.
+# Uses `is_api_request` (section 7), `User` (section 10), `add_schema` and `get_db`
+# (section 9), and the `forms.login` endpoint (section 5).
+
+auth_bp = Blueprint("auth", __name__)
+
+
+@auth_bp.before_app_request
+def load_logged_in_user():
+    """Put the session's user, or None, on `g.user`."""
+    user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
+    g.user = User.get(user_id) if user_id is not None else None
+
+
+def login_required(view):
+    """Send anonymous visitors to the login page, then back here."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        if g.user is None:
+            return redirect(url_for("forms.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def log_in(user):
+    """Start a fresh session for `user`."""
+    session.clear()  # a new session on login: no session fixation
+    session["user_id"] = user.id
+
+
+def safe_next_path(target):
+    """`target` if it is a path on this site, else the notes page."""
+    # Only a local path: `?next=//evil.example` would otherwise send the user to another site.
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not re.search(r"[\\\x00-\x20\x7f]", target) and not urlsplit(target).netloc):
+        return request.script_root + target
+    return url_for("forms.notes")
+
+
+def authenticate(username, password):
+    """The user these credentials belong to, or None; throttles repeated failures."""
+    limit = current_app.config["LOGIN_MAX_FAILURES"]
+    window = current_app.config["LOGIN_FAILURE_WINDOW"]
+    address = request.remote_addr or "unknown"
+    # Record the attempt before the slow password check, so that parallel guesses
+    # count each other and cannot all slip under the limit.
+    attempt = LoginThrottle.record_attempt(username, address, window)
+    wait = LoginThrottle.retry_after(username, address, limit, window)
+    if wait:
+        LoginThrottle.forget_attempt(attempt)
+        raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
+    user = User.find(username) if username else None
+    if user is None:
+        check_password_hash(dummy_password_hash(), password)  # as slow as a real check
+    elif user.check_password(password):
+        LoginThrottle.reset(username)
+        return user
     return None
 
 
-def coloured_pieces(source):
-    """Split Python source into (text, CSS class or None) pieces that join back into it exactly."""
-    offsets = [0]
-    for line in source.split("\n"):
-        offsets.append(offsets[-1] + len(line) + 1)
-    pieces, position, previous = [], 0, None
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            kind = token_class(token, previous)
-            start, end = (offsets[row - 1] + column for row, column in (token.start, token.end))
-            if kind and start >= position:
-                pieces += [(source[position:start], None), (source[start:end], kind)]
-                position = end
-            previous = token.string
-    except (tokenize.TokenError, SyntaxError):  # an unfinished fragment: the rest stays plain
-        pass
-    return pieces + [(source[position:], None)]
+@functools.cache  # one hash per process: a fresh one per attempt would make unknown names slower
+def dummy_password_hash():
+    """A hash to check against when the user does not exist, so timing reveals nothing."""
+    return generate_password_hash(secrets.token_hex(16))
 
 
-@functools.cache
-def highlight_python(source, first_line=1):
-    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
-    lines = [[]]
-    for text, kind in coloured_pieces(source):
-        for index, part in enumerate(text.split("\n")):
-            if index:
-                lines.append([])
-            if part:
-                lines[-1].append(Markup('<span class="tok-{}">{}</span>').format(kind, part)
-                                 if kind else escape(part))
-    return Markup().join(Markup('<span class="line" data-line="{}">{}\n</span>').format(
-        first_line + number, Markup().join(parts)) for number, parts in enumerate(lines))
+class LoginThrottle:
+    """Failed logins, one row each, counted per username and per client address.
+
+    The rows live in SQLite, so every worker process sees the same counts.
+    """
+
+    @staticmethod
+    def record_attempt(username, address, window):
+        """Count an attempt as failed until it succeeds; return its row id."""
+        now = time.time()
+        db = get_db()
+        db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
+        attempt = db.execute(
+            "INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)"
+            " RETURNING rowid", (username, address, now)).fetchone()[0]
+        db.commit()
+        return attempt
+
+    @staticmethod
+    def retry_after(username, address, limit, window):
+        """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
+        now = time.time()
+        waits = []
+        for column, value in (("username", username), ("address", address)):
+            rows = get_db().execute(
+                f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
+                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
+            if len(rows) > limit:  # this attempt and `limit` earlier failures
+                waits.append(max(1, math.ceil(rows[limit][0] + window - now)))
+        return max(waits, default=0)
+
+    @staticmethod
+    def forget_attempt(attempt):
+        """Remove an attempt that was refused before its password was checked."""
+        db = get_db()
+        db.execute("DELETE FROM login_failures WHERE rowid = ?", (attempt,))
+        db.commit()
+
+    @staticmethod
+    def reset(username):
+        """After a successful login, forget the failures against this username."""
+        # Only this username's rows: logging in to your own account between guesses at
+        # other accounts must not reset the address's count.
+        db = get_db()
+        db.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+        db.commit()
 
 
-@functools.lru_cache(maxsize=256)  # the tour converts the same fourteen summaries every time
-def inline_code(text):
-    """Escape `text` and show its `backticked` parts as code."""
-    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+LOGIN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS login_failures (
+    username TEXT NOT NULL COLLATE NOCASE,
+    address TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
+"""
 
 
-def register_routing(app):
-    """The tour and one page per topic."""
-    app.add_template_filter(inline_code)
-
-    @app.route("/")
-    def tour():
-        """The tour: every topic with its demos."""
-        return render_template("tour.html", topics=TOPICS)
-
-    @app.route("/topics/<int:number>")
-    def topic(number):
-        """One topic: its source section beside its demos."""
-        if not 1 <= number <= len(TOPICS):
-            abort(404)
-        first_line, source = source_sections()[number]
-        return render_template(
-            "topic.html",
-            topic=TOPICS[number - 1],
-            source=source,
-            first_line=first_line,
-            code=highlight_python(source, first_line),
-            previous=TOPICS[number - 2] if number > 1 else None,
-            next=TOPICS[number] if number < len(TOPICS) else None,
-        )
+@auth_bp.record_once
+def set_up_login(state):
+    """The throttle's settings and table, when the app registers this Blueprint."""
+    state.app.config.setdefault("LOGIN_MAX_FAILURES", 5)
+    state.app.config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds
+    add_schema(state.app, LOGIN_SCHEMA)
 
 
+# --- 11.2 JSON Web Tokens ---------------------------------------------------
+# The API takes Bearer JWTs (RFC 7519), HS256 written with hmac, hashlib, base64 and json:
+# `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`. The
+# verifier accepts only HS256, compares signatures in constant time, requires `exp`, and
+# answers failures as RFC 6750 says. `/api/logout` revokes a token by its `jti`.
+# Uses `problem` (section 7), `key_bytes` (section 8), `get_db` and `add_schema`
+# (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
+
+
+def token_required(view):
+    """Let the request through only with a valid Bearer token; sets `g.api_user`."""
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return bearer_challenge("Send 'Authorization: Bearer <token>'.", error=None)
+        try:
+            claims = jwt_decode(token.strip(), jwt_key())
+        except InvalidToken as reason:
+            return bearer_challenge(f"The token is invalid: {reason}.")
+        user = token_user(claims)
+        if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
+            return bearer_challenge("The token is revoked or its user no longer exists.")
+        g.api_user, g.token_claims = user, claims
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def issue_token(user):
+    """An access token for `user` and its lifetime in seconds."""
+    lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
+    now = int(time.time())
+    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+    return jwt_encode(claims, jwt_key()), lifetime
+
+
+def jwt_encode(claims, key):
+    """Sign `claims` as a compact HS256 JWT."""
+    header = b64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}"
+    return f"{signing_input}.{b64url_encode(hs256(key, signing_input))}"
+
+
+def jwt_decode(token, key, now=None):
+    """Verify an HS256 JWT and return its claims, or raise InvalidToken."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise InvalidToken("a JWT has three segments")
+    if not all(BASE64URL.fullmatch(segment) for segment in segments):  # before any decoding
+        raise InvalidToken("malformed base64url")
+    header_segment, payload_segment, signature_segment = segments
+    header = json_object(header_segment)
+    if header.get("alg") != "HS256":  # never trust the token's own choice
+        raise InvalidToken("only HS256 is accepted")
+    if REFUSED_HEADERS & header.keys():
+        raise InvalidToken("key selection and extension headers are not accepted")
+    expected = hs256(key, f"{header_segment}.{payload_segment}")
+    if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
+        raise InvalidToken("bad signature")
+    claims = json_object(payload_segment)
+    check_time_claims(claims, time.time() if now is None else now)
+    return claims
+
+
+class InvalidToken(Exception):
+    """A JWT that must not be accepted; the message says why."""
+
+
+MAX_TOKEN_LENGTH = 4096
+CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
+BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# Header parameters that would pick the key or the rules from the token itself
+# (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
+REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
+
+
+def b64url_encode(data):
+    """Base64url without padding (RFC 7515, section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text):
+    """Strict inverse of `b64url_encode`: no padding, no other characters."""
+    if not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise InvalidToken("malformed base64url")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(data) != text:  # unused low bits set: a second spelling of the same bytes
+        raise InvalidToken("malformed base64url")
+    return data
+
+
+def json_object(segment):
+    """Decode one token segment that must hold a JSON object without duplicate keys."""
+    try:  # RFC 7519: the JSON is UTF-8; NaN and Infinity become nan, which the checks refuse
+        value = json.loads(b64url_decode(segment).decode("utf-8"),
+                           object_pairs_hook=no_duplicate_members,
+                           parse_constant=lambda name: float("nan"))
+    except ValueError:  # invalid JSON or UTF-8 (JSONDecodeError, UnicodeDecodeError)
+        raise InvalidToken("segment is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidToken("segment is not a JSON object")
+    return value
+
+
+def no_duplicate_members(pairs):
+    """A JSON object's members as a dict; a name given twice is an invalid token."""
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise InvalidToken("duplicate JSON member")
+    return dict(pairs)
+
+
+def hs256(key, signing_input):
+    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_time_claims(claims, now):
+    """Require a numeric `exp` in the future; `nbf` and `iat` must not be in the future."""
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not is_number(claims[name]):
+            raise InvalidToken(f"'{name}' must be a number")
+    if "exp" not in claims:
+        raise InvalidToken("'exp' is required")
+    if claims["exp"] <= now - CLOCK_LEEWAY:
+        raise InvalidToken("token expired")
+    if claims.get("nbf", now) > now + CLOCK_LEEWAY:
+        raise InvalidToken("token not valid yet")
+    if claims.get("iat", now) > now + CLOCK_LEEWAY:
+        raise InvalidToken("token issued in the future")
+
+
+def jwt_key():
+    """The HMAC key for tokens: JWT_SECRET_KEY, or one derived from SECRET_KEY."""
+    key = current_app.config["JWT_SECRET_KEY"]
+    if key:
+        return key_bytes(key)
+    # Derived, so the session key and the token key are never the same key.
+    secret = key_bytes(current_app.config["SECRET_KEY"])
+    return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
+
+
+def bearer_challenge(detail, error="invalid_token"):
+    """A 401 problem with the RFC 6750 `WWW-Authenticate` header."""
+    challenge = f'Bearer realm="api", error="{error}"' if error else 'Bearer realm="api"'
+    return problem(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+def token_user(claims):
+    """The existing user whose id is the token's `sub` (a string of digits), or None."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
+        return None
+    return User.get(int(subject))
+
+
+class RevokedToken:
+    """JWT ids revoked by /api/logout, kept until the token would have expired anyway."""
+
+    @staticmethod
+    def revoke(jti, expires_at):
+        db = get_db()
+        db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
+        db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
+                   (jti, min(int(expires_at), SQLITE_MAX_INTEGER)))
+        db.commit()
+
+    @staticmethod
+    def is_revoked(jti):
+        return get_db().execute("SELECT 1 FROM revoked_tokens WHERE jti = ?",
+                                (jti,)).fetchone() is not None
+
+
+JWT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+"""
+
+
+def init_jwt(app):
+    """The token settings and the revocation table."""
+    app.config.setdefault("JWT_SECRET_KEY", None)  # None: derived from SECRET_KEY
+    app.config.setdefault("JWT_ACCESS_TOKEN_EXPIRES", 900)  # seconds
+    add_schema(app, JWT_SCHEMA)
+
+
+# --- 11.3 The API's account endpoints ---------------------------------------
+# Register with `POST /api/users`, exchange a username and password for a token with
+# `POST /api/token`, then send `Authorization: Bearer <token>`; `POST /api/logout`
+# revokes it.
+# Uses `problem`, `json_body`, `validate`, `invalid_fields` and `USER_FIELDS` (section 7),
+# `User` and `UsernameTaken` (section 10), `authenticate` (section 11.1), and
+# `issue_token`, `token_required`, `bearer_challenge` and `RevokedToken` (section 11.2).
+
+accounts_bp = Blueprint("accounts", __name__, url_prefix="/api")
+
+
+class UserAPI(MethodView):
+    """POST /api/users: register."""
+
+    def post(self):
+        values, errors = validate(json_body(), USER_FIELDS)
+        if errors:
+            return invalid_fields(errors)
+        try:
+            user = User.create(values["username"], values["password"])
+        except UsernameTaken:
+            return problem(409, "That username is already taken.")
+        return user.to_json(), 201
+
+
+class TokenAPI(MethodView):
+    """POST /api/token: exchange a username and password for a Bearer token."""
+
+    def post(self):
+        values, errors = validate(json_body(), USER_FIELDS)
+        if errors:
+            return invalid_fields(errors)
+        user = authenticate(values["username"], values["password"])
+        if user is None:
+            return bearer_challenge("Unknown username or wrong password.", error=None)
+        token, lifetime = issue_token(user)
+        return ({"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
+                200, {"Cache-Control": "no-store"})
+
+
+@accounts_bp.post("/logout")
+@token_required
+def logout_api():
+    """Revoke the token used for this request."""
+    RevokedToken.revoke(str(g.token_claims.get("jti")), g.token_claims["exp"])
+    return "", 204
+
+
+@accounts_bp.get("/me")
+@token_required
+def me_api():
+    """The caller."""
+    return g.api_user.to_json()
+
+
+accounts_bp.add_url_rule("/users", view_func=UserAPI.as_view("users"))
+accounts_bp.add_url_rule("/token", view_func=TokenAPI.as_view("token"))
 # ---------------------------------------------------------------------------
 # 3. URL parameters & query strings
 # ---------------------------------------------------------------------------
-# `<name>` arrives as a view argument, `?q=` through `request.args`. The cheat
-# sheet's f-string greeting would run any `<script>` in the name; rendering it
-# in a template escapes it. `parse_page` turns `?page=abc` into page 1 and the
-# model clamps `?page=999` to the last page, so a page number never errors; a `q`
-# longer than `SEARCH_FIELD` allows is a message, not a query.
-# Uses `SEARCH_FIELD` (section 7), `Note.search` (section 10) and `login_required`
-# (section 11).
+# `<name>` arrives as a view argument, `?q=` through `request.args`. The cheat sheet's
+# f-string greeting would run any `<script>` in the name; rendering it in a template
+# escapes it. `parse_page` turns `?page=abc` into page 1 and the model clamps `?page=999`
+# to the last page, so a page number never errors; a `q` longer than `SEARCH_FIELD`
+# allows is a message, not a query.
+# Uses `SEARCH_FIELD` (section 7), `Note` (section 10) and `login_required` (section 11).
 
 SEARCH_PAGE_SIZE = 10
+
+params_bp = Blueprint("params", __name__)
+
+
+@params_bp.route("/user/<name>")
+def user(name):
+    """Greet `name`; the template escapes it."""
+    return render_template("user.html", name=name)
+
+
+@params_bp.route("/search")
+@login_required
+def search():
+    """Search the current user's notes, ten a page."""
+    query = request.args.get("q", "").strip()
+    error = SEARCH_FIELD.check(query)
+    results = None
+    if query and not error:
+        results = Note.search(g.user.id, query, parse_page(request.args.get("page")),
+                              SEARCH_PAGE_SIZE)
+    return render_template("search.html", query=query, results=results, error=error)
 
 
 def parse_page(value):
@@ -326,101 +1102,103 @@ def parse_page(value):
         return 1
 
 
-def register_url_parameters(app):
-    """The greeting and the note search."""
-
-    @app.route("/user/<name>")
-    def user(name):
-        """Greet `name`; the template escapes it."""
-        return render_template("user.html", name=name)
-
-    @app.route("/search")
-    @login_required
-    def search():
-        """Search the current user's notes, ten a page."""
-        query = request.args.get("q", "").strip()
-        error = SEARCH_FIELD.check(query)
-        results = None
-        if query and not error:
-            results = Note.search(g.user.id, query, parse_page(request.args.get("page")),
-                                  SEARCH_PAGE_SIZE)
-        return render_template("search.html", query=query, results=results, error=error)
-
-
-# ---------------------------------------------------------------------------
-# 4. Templates (Jinja2)
-# ---------------------------------------------------------------------------
-# Templates live in templates/: `base.html` is the layout every page extends,
-# `_macros.html` holds the form-field and pagination macros. Jinja2 escapes
-# every `{{ value }}` in .html templates, and `url_for` builds every link, so
-# pages keep working when the app is mounted under a prefix. In templates,
-# `url_for` remembers the links it has built (see `remembering_url_for`).
-
-
-def remembering_url_for(app):
-    """A `url_for` for templates that builds each distinct link only once."""
-    # Building a URL costs more than rendering the card around it, and the tour has dozens.
-    # A link depends only on the prefix, the endpoint and its arguments, so those are the key.
-    # (Python counts True, 1 and 1.0 as one key: pass links strings and ints, not bools.)
-    @functools.lru_cache(maxsize=4096)
-    def build(script_root, endpoint, arguments):
-        return app.url_for(endpoint, **dict(arguments))
-
-    @pass_context
-    def template_url_for(context, endpoint, **values):
-        # Flask puts the request object itself in a page's context: no proxy lookup per link.
-        current = context.get("request")  # a view's own `request` variable is not a Request
-        # Not cached: absolute URLs depend on the Host header, ".name" on the current blueprint.
-        if "_external" in values or endpoint.startswith(".") or not isinstance(current, Request):
-            return url_for(endpoint, **values)
-        try:
-            return build(current.script_root, endpoint, tuple(values.items()))
-        except TypeError:  # an unhashable argument, such as a list
-            return url_for(endpoint, **values)
-    return template_url_for
-
-
-def register_templates(app):
-    """Template links, and the cheat sheet's welcome page."""
-    app.jinja_env.globals["url_for"] = remembering_url_for(app)
-
-    @app.route("/welcome/<user>")
-    def welcome(user):
-        """Render templates/welcome.html with the user's name."""
-        return render_template("welcome.html", user=user)
-
-
 # ---------------------------------------------------------------------------
 # 5. Handling forms & requests (GET, POST)
 # ---------------------------------------------------------------------------
-# Forms read fields with `request.form.get` (a missing field is a validation
-# message, not the bare 400 of `request.form['x']`), re-render with the input
-# kept and a message per field, and redirect after success so a reload never
-# posts twice. Every unsafe request to a page must carry the session's CSRF
-# token, from the form field or the `X-CSRFToken` header.
-# Uses `parse_page` (section 3), `validate`, `is_api_request` and the field rules
-# (section 7), the models (section 10) and `login_required`, `log_in`,
-# `safe_next_path`, `authenticate` (section 11).
+# One view answers both methods: GET shows the form, POST handles it. Fields are read with
+# `request.form.get`, so a missing field is a message, not the bare 400 of
+# `request.form['x']`; the form re-renders with the input kept and a message per field,
+# and success redirects, so a reload never posts twice. Every unsafe request to a page
+# must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
+# Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
+# `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
+# `login_required`, `log_in`, `safe_next_path` and `authenticate` (section 11.1).
 
-UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+forms_bp = Blueprint("forms", __name__)
+
+
+@forms_bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log in with a username and password."""
+    values, error = {}, None
+    if request.method == "POST":
+        values = form_values(("username", "password"))
+        user = authenticate(values["username"], values["password"])
+        if user:
+            log_in(user)
+            flash(f"Logged in as {user.username}.")
+            return redirect(safe_next_path(request.args.get("next")))
+        error = "Unknown username or wrong password."
+    return render_template("auth.html", mode="login", values=values, error=error)
+
+
+@forms_bp.route("/register", methods=["GET", "POST"])
+def register():
+    """Create an account, then log in."""
+    values, errors = {}, {}
+    if request.method == "POST":
+        values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
+        if not errors:
+            try:
+                user = User.create(values["username"], values["password"])
+            except UsernameTaken:
+                errors["username"] = "That username is already taken."
+            else:
+                log_in(user)
+                flash(f"Welcome, {user.username}! Your account is ready.")
+                return redirect(url_for("forms.notes"))
+    return render_template("auth.html", mode="register", values=values, errors=errors)
+
+
+@forms_bp.post("/logout")
+def logout():
+    """Forget the session."""
+    session.clear()
+    flash("You are logged out.")
+    return redirect(url_for("forms.login"))
+
+
 NOTES_PAGE_SIZE = 10
 
 
-def csrf_token():
-    """The session's CSRF token, created on first use."""
-    if "csrf_token" not in session:
-        session["csrf_token"] = secrets.token_urlsafe(32)
-    return session["csrf_token"]
+@forms_bp.route("/notes", methods=["GET", "POST"])
+@login_required
+def notes():
+    """List the user's notes and create new ones."""
+    values, errors = {}, {}
+    if request.method == "POST":
+        values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
+        if not errors:
+            Note.create(g.user.id, values["title"], values["body"])
+            flash("Note created.")
+            return redirect(url_for("forms.notes"))
+    page = Note.page_for_user(g.user.id, parse_page(request.args.get("page")), NOTES_PAGE_SIZE)
+    return render_template("notes.html", page=page, values=values, errors=errors)
 
 
-def check_csrf():
-    """Reject unsafe page requests whose CSRF token is not this session's."""
-    if request.method not in UNSAFE_METHODS or is_api_request():
-        return
-    sent = request.form.get("csrf_token") or request.headers.get("X-CSRFToken", "")
-    expected = session.get("csrf_token")
-    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        abort(400, "The form's CSRF token is missing or out of date. Reload the page and try again.")
+@forms_bp.route("/notes/<int:note_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_note(note_id):
+    """Edit one of the user's notes."""
+    note = Note.get_for_user(note_id, g.user.id) or abort(404)
+    values, errors = {"title": note.title, "body": note.body}, {}
+    if request.method == "POST":
+        values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
+        if not errors:
+            note.update(**values)
+            flash("Note saved.")
+            return redirect(url_for("forms.notes"))
+    return render_template("note_edit.html", note=note, values=values, errors=errors)
+
+
+@forms_bp.post("/notes/<int:note_id>/delete")
+@login_required
+def delete_note(note_id):
+    """Delete one of the user's notes."""
+    note = Note.get_for_user(note_id, g.user.id) or abort(404)
+    note.delete()
+    flash("Note deleted.")
+    return redirect(url_for("forms.notes"))
 
 
 def form_values(field_names):
@@ -428,99 +1206,40 @@ def form_values(field_names):
     return {name: request.form.get(name, "") for name in field_names}
 
 
-def register_forms(app):
-    """Register, log in and out, and the note forms."""
-    app.before_request(check_csrf)
-    app.jinja_env.globals["csrf_token"] = csrf_token
-
-    @app.route("/register", methods=["GET", "POST"])
-    def register():
-        """Create an account, then log in."""
-        values, errors = {}, {}
-        if request.method == "POST":
-            values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
-            if not errors:
-                try:
-                    user = User.create(values["username"], values["password"])
-                except UsernameTaken:
-                    errors["username"] = "That username is already taken."
-                else:
-                    log_in(user)
-                    flash(f"Welcome, {user.username}! Your account is ready.")
-                    return redirect(url_for("notes"))
-        return render_template("auth.html", mode="register", values=values, errors=errors)
-
-    @app.route("/login", methods=["GET", "POST"])
-    def login():
-        """Log in with a username and password."""
-        values, error = {}, None
-        if request.method == "POST":
-            values = form_values(("username", "password"))
-            user = authenticate(values["username"], values["password"])
-            if user:
-                log_in(user)
-                flash(f"Logged in as {user.username}.")
-                return redirect(safe_next_path(request.args.get("next")))
-            error = "Unknown username or wrong password."
-        return render_template("auth.html", mode="login", values=values, error=error)
-
-    @app.post("/logout")
-    def logout():
-        """Forget the session."""
-        session.clear()
-        flash("You are logged out.")
-        return redirect(url_for("tour"))
-
-    @app.route("/notes", methods=["GET", "POST"])
-    @login_required
-    def notes():
-        """List the user's notes and create new ones."""
-        values, errors = {}, {}
-        if request.method == "POST":
-            values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
-            if not errors:
-                Note.create(g.user.id, values["title"], values["body"])
-                flash("Note created.")
-                return redirect(url_for("notes"))
-        page = Note.page_for_user(g.user.id, parse_page(request.args.get("page")), NOTES_PAGE_SIZE)
-        return render_template("notes.html", page=page, values=values, errors=errors)
-
-    @app.route("/notes/<int:note_id>/edit", methods=["GET", "POST"])
-    @login_required
-    def edit_note(note_id):
-        """Edit one of the user's notes."""
-        note = Note.get_for_user(note_id, g.user.id) or abort(404)
-        values, errors = {"title": note.title, "body": note.body}, {}
-        if request.method == "POST":
-            values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
-            if not errors:
-                note.update(**values)
-                flash("Note saved.")
-                return redirect(url_for("notes"))
-        return render_template("note_edit.html", note=note, values=values, errors=errors)
-
-    @app.post("/notes/<int:note_id>/delete")
-    @login_required
-    def delete_note(note_id):
-        """Delete one of the user's notes."""
-        note = Note.get_for_user(note_id, g.user.id) or abort(404)
-        note.delete()
-        flash("Note deleted.")
-        return redirect(url_for("notes"))
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
+@forms_bp.app_template_global()
+def csrf_token():
+    """The session's CSRF token, created on first use."""
+    if "csrf_token" not in session:
+        session["csrf_token"] = secrets.token_urlsafe(32)
+    return session["csrf_token"]
+
+
+@forms_bp.before_app_request
+def check_csrf():
+    """Reject unsafe page requests whose CSRF token is not this session's."""
+    # Without it, any site could make your browser post a form here with your cookie.
+    if request.method not in UNSAFE_METHODS or is_api_request():
+        return
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRFToken", "")
+    expected = session.get("csrf_token")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, "The form's CSRF token is missing or out of date. Reload the page and try again.")
 # ---------------------------------------------------------------------------
 # 6. REST APIs with Flask (MethodView)
 # ---------------------------------------------------------------------------
-# Flask's own `MethodView` replaces Flask-RESTful: one method per HTTP verb, and
-# Flask answers other verbs with 405 and an `Allow` header. Everything under
-# /api answers in JSON and never reads the session cookie: a Bearer token is the
-# only way in, so the API needs no CSRF token.
-# Uses `parse_page` (section 3), `problem`, `json_body`, `validate`,
-# `invalid_fields`, the field rules and `HTTP_ERROR_TITLES` (section 7), `Note`
-# (section 10) and `token_required` (section 11).
+# Flask's own `MethodView` does what Flask-RESTful's `Resource` does, with no extra
+# package: one method per HTTP verb, registered with `add_url_rule`, and Flask answers
+# other verbs with 405 and an `Allow` header. Everything under /api answers in JSON and
+# never reads the session cookie: a Bearer token is the only way in, so the API needs no
+# CSRF token.
+# Uses `parse_page` (section 3), `json_body`, `validate`, `invalid_fields`,
+# `NOTE_FIELDS`, `USER_FIELDS`, `SEARCH_FIELD`, `field_schemas` and `HTTP_ERROR_TITLES`
+# (section 7), `Note` (section 10) and `token_required` (section 11.2).
 
-API_MAX_PAGE_SIZE = 100
+api_bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 class HelloAPI(MethodView):
@@ -530,8 +1249,13 @@ class HelloAPI(MethodView):
         return {"message": "Hello, World"}
 
 
+api_bp.add_url_rule("/hello", view_func=HelloAPI.as_view("hello"))
+
+
 class NoteListAPI(MethodView):
     """The caller's notes: list (paginated, searchable) and create."""
+
+    decorators = [token_required]
 
     def get(self):
         page_size = min(API_MAX_PAGE_SIZE, parse_page(request.args.get("per_page", 20)))
@@ -550,11 +1274,13 @@ class NoteListAPI(MethodView):
         if errors:
             return invalid_fields(errors)
         note = Note.create(g.api_user.id, values["title"], values.get("body", ""))
-        return note.to_json(), 201, {"Location": url_for("note_api", note_id=note.id)}
+        return note.to_json(), 201, {"Location": url_for("api.note", note_id=note.id)}
 
 
 class NoteAPI(MethodView):
     """One of the caller's notes; anyone else's is a 404, never a 403."""
+
+    decorators = [token_required]
 
     def get(self, note_id):
         return self.own_note(note_id).to_json()
@@ -584,10 +1310,15 @@ class NoteAPI(MethodView):
         return Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
 
 
+api_bp.add_url_rule("/notes", view_func=NoteListAPI.as_view("notes"))
+api_bp.add_url_rule("/notes/<int:note_id>", view_func=NoteAPI.as_view("note"))
+
+API_MAX_PAGE_SIZE = 100
 BODY_ERRORS = (400, 413, 415, 422)  # what a JSON body can get wrong
 
 
-def openapi_document():
+@api_bp.route("/openapi.json")
+def openapi():
     """An OpenAPI 3.1 description of every /api route."""
     return {
         "openapi": "3.1.0",
@@ -685,966 +1416,20 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
     if parameters:
         result["parameters"] = list(parameters)
     return result
-
-
-def register_rest_api(app):
-    """Route /api/hello and /api/notes to their resources, the notes behind a Bearer token."""
-    app.add_url_rule("/api/hello", view_func=HelloAPI.as_view("hello_api"))
-    app.add_url_rule("/api/notes", view_func=token_required(NoteListAPI.as_view("notes_api")))
-    app.add_url_rule("/api/notes/<int:note_id>",
-                     view_func=token_required(NoteAPI.as_view("note_api")))
-    app.add_url_rule("/api/openapi.json", "openapi", openapi_document)
-
-
-# ---------------------------------------------------------------------------
-# 7. JSON responses (jsonify)
-# ---------------------------------------------------------------------------
-# `jsonify` (or simply returning a dict) makes a JSON response. Errors get the
-# standard shape of RFC 9457, `application/problem+json` with `type`, `title`,
-# `status` and `detail`, so clients handle every failure the same way. Request
-# bodies go through `json_body` and `validate`, the one validation helper that
-# the HTML forms use too.
-
-HTTP_ERROR_TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
-}
-
-
-@dataclass(frozen=True)
-class Field:
-    """The rules for one text field of a form or JSON body."""
-
-    max_length: int
-    min_length: int = 0
-    pattern: str = None
-    pattern_message: str = ""
-
-    def check(self, value):
-        """Return an error message for `value`, or None when it is fine."""
-        if not isinstance(value, str):
-            return "Must be a string."
-        if not is_utf8_encodable(value):  # JSON's "\ud800" escapes decode to lone surrogates
-            return "Must be valid Unicode text."
-        if self.min_length and not value:
-            return "This field is required."
-        if len(value) < self.min_length:
-            return f"Must be at least {self.min_length} characters."
-        if len(value) > self.max_length:
-            return f"Must be at most {self.max_length} characters."
-        if self.pattern and not re.fullmatch(self.pattern, value):
-            return self.pattern_message
-        return None
-
-
-def is_utf8_encodable(text):
-    """False for strings SQLite and the password hasher cannot store, such as lone surrogates."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-USER_FIELDS = {
-    "username": Field(32, 3, r"[A-Za-z0-9_.-]+", "Use letters, digits, '.', '_' or '-'."),
-    "password": Field(256, 8),
-}
-NOTE_FIELDS = {"title": Field(200, 1), "body": Field(10_000)}
-SEARCH_FIELD = Field(200)  # SQLite refuses LIKE patterns over 50,000 characters
-
-
-def validate(data, fields, partial=False):
-    """Check `data` against `fields`; return (clean values, {field: message})."""
-    errors = {name: "Unknown field." for name in data if name not in fields}
-    values = {}
-    for name, field in fields.items():
-        if name not in data:
-            if not partial and field.min_length:
-                errors[name] = "This field is required."
-            continue
-        value = data[name].strip() if isinstance(data[name], str) and name != "password" else data[name]
-        message = field.check(value)
-        if message:
-            errors[name] = message
-        values[name] = value
-    return values, errors
-
-
-def field_schemas(fields):
-    """JSON Schema properties for `fields`, so the OpenAPI document matches `validate`."""
-    return {name: {"type": "string", "minLength": field.min_length, "maxLength": field.max_length,
-                   **({"pattern": f"^{field.pattern}$"} if field.pattern else {})}
-            for name, field in fields.items()}
-
-
-def problem(status, detail, headers=None, **extra):
-    """An RFC 9457 problem+json response."""
-    body = {"type": "about:blank", "title": HTTP_ERROR_TITLES.get(status, "Error"),
-            "status": status, "detail": detail, **extra}
-    response = jsonify(body)
-    response.status_code = status
-    response.mimetype = "application/problem+json"
-    response.headers.extend(headers or {})
-    return response
-
-
-def invalid_fields(errors):
-    """The 422 problem for a body whose fields failed validation."""
-    return problem(422, "Some fields are invalid.", errors=errors)
-
-
-def json_body():
-    """The request's JSON body; 415 when it is not JSON, 400 when it is malformed."""
-    if not request.is_json:
-        abort(415, "Send a JSON body with Content-Type: application/json.")
-    try:
-        data = request.get_json()
-    except RecursionError:  # absurdly nested JSON exhausts the parser's stack
-        abort(400, "The JSON body is nested too deeply.")
-    if not isinstance(data, dict):
-        abort(422, "The JSON body must be an object.")
-    return data
-
-
-def is_api_request():
-    """True for requests to /api/…, which answer in JSON and ignore cookies."""
-    path = request.path
-    return path == "/api" or path.startswith("/api/")
-
-
-def register_json(app):
-    """The cheat sheet's jsonify example."""
-
-    @app.route("/data")
-    def data():
-        """A small JSON document."""
-        return jsonify({"name": "Nutan", "role": "DevOps Engineer"})
-
-
-# ---------------------------------------------------------------------------
-# 8. Flask configurations & environment variables
-# ---------------------------------------------------------------------------
-# Settings are layered, later wins: DEFAULTS below, then the Python file named
-# by APP_SETTINGS (`from_envvar`, as in the cheat sheet), then FLASK_* variables
-# (`from_prefixed_env`, with `.env` loaded by python-dotenv without overriding
-# real variables), then the mapping given to `create_app`. `/config` shows where
-# each setting came from. With no SECRET_KEY at all, one is generated once into
-# the instance folder; a weak one is refused outside debug and testing.
-
-DEFAULTS = {
-    "DATABASE": None,  # None: instance/flask_tour.sqlite
-    "JWT_SECRET_KEY": None,  # None: derived from SECRET_KEY
-    "JWT_ACCESS_TOKEN_EXPIRES": 900,
-    "MAX_CONTENT_LENGTH": 1024 * 1024,
-    "TRUSTED_PROXIES": 0,
-    "LOGIN_MAX_FAILURES": 5,
-    "LOGIN_FAILURE_WINDOW": 900,
-    "SESSION_COOKIE_HTTPONLY": True,
-    "SESSION_COOKIE_SAMESITE": "Lax",
-    "SESSION_COOKIE_SECURE": False,
-    "ACCESS_LOG": True,  # one log line per request; false behind nginx, which logs them itself
-}
-EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|_KEY$|_TOKEN$")
-
-
-def configure(app, overrides):
-    """Load settings from every source in order, remembering where each came from."""
-    sources = {key: "Flask default" for key in app.config}
-
-    def apply(values, source):
-        for key, value in values.items():
-            if key.isupper():
-                app.config[key] = value
-                sources[key] = source
-
-    apply(DEFAULTS, "Flask Tour default")
-    load_dotenv()  # fills os.environ from .env, never overriding real variables
-    if os.environ.get("APP_SETTINGS"):
-        settings_file = Config(app.root_path)
-        settings_file.from_envvar("APP_SETTINGS")
-        apply(settings_file, "APP_SETTINGS file")
-    environment = Config(app.root_path)
-    environment.from_prefixed_env()
-    apply(environment, "FLASK_* environment variable")
-    apply(overrides or {}, "create_app() argument")
-    if app.config["DATABASE"] is None:
-        app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
-    if app.config["SECRET_KEY"] is None:
-        app.config["SECRET_KEY"] = instance_secret_key(app.instance_path)
-        sources["SECRET_KEY"] = "generated into the instance folder"
-    refuse_weak_secrets(app)
-    refuse_non_boolean(app, "ACCESS_LOG", sources["ACCESS_LOG"])
-    app.extensions["config_sources"] = sources
-
-
-def instance_secret_key(instance_path):
-    """Read the instance folder's secret key, creating it atomically on first use."""
-    os.makedirs(instance_path, exist_ok=True)
-    key_file = os.path.join(instance_path, "secret_key")
-    if not os.path.exists(key_file):
-        descriptor, temporary = tempfile.mkstemp(dir=instance_path)  # created with mode 0600
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_hex(32))
-        try:
-            os.link(temporary, key_file)  # atomic: of workers racing, exactly one key wins
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(temporary)
-    with open(key_file, encoding="utf-8") as file:
-        return file.read().strip()
-
-
-def refuse_weak_secrets(app):
-    """Stop with a helpful message when a configured key is guessable."""
-    if app.debug or app.testing:
-        return
-    for name in ("SECRET_KEY", "JWT_SECRET_KEY"):
-        if app.config[name] is not None and is_weak_key(app.config[name]):
-            raise RuntimeError(
-                f"{name} is too weak (empty, shorter than 32 bytes, or the example value). "
-                f"Set FLASK_{name} to the output of "
-                "`python -c 'import secrets; print(secrets.token_hex(32))'`, "
-                "or unset it to use the key generated in the instance folder.")
-
-
-def refuse_non_boolean(app, name, source):
-    """Stop when an on/off setting is not a boolean: FLASK_X=False or =no would be truthy text."""
-    value = app.config[name]
-    if not isinstance(value, bool):
-        raise RuntimeError(f"{name} is {value!r} (from {source}); it must be true or false, "
-                           f"in lowercase: FLASK_{name}=false.")
-
-
-def is_weak_key(key):
-    """True for a key under 32 bytes, the example value, or not text at all."""
-    if not isinstance(key, (str, bytes)):  # FLASK_SECRET_KEY=123… arrives as a number
-        return True
-    secret = key_bytes(key)
-    return len(secret) < 32 or secret == EXAMPLE_SECRET.encode()
-
-
-def key_bytes(key):
-    """A configured key as bytes, as HMAC needs it."""
-    return key if isinstance(key, bytes) else str(key).encode()
-
-
-def is_shown_setting(key):
-    """True for the settings Flask and this app define, unless the name says it is secret."""
-    # An allowlist: an unknown setting such as FLASK_DB_URL may hold a password in its value.
-    return (key in Flask.default_config or key in DEFAULTS) and not SECRET_NAME.search(key)
-
-
-def register_configuration_page(app):
-    """The /config page."""
-
-    @app.route("/config")
-    def show_config():
-        """The effective settings, where each came from, secrets masked."""
-        sources = app.extensions["config_sources"]
-        settings = [(key, repr(value) if is_shown_setting(key) else "•••••• (hidden)",
-                     sources.get(key, "set at run time"))
-                    for key, value in sorted(app.config.items())]
-        return render_template("config.html", settings=settings)
-
-
-# ---------------------------------------------------------------------------
-# 9. Database integration (sqlite3)
-# ---------------------------------------------------------------------------
-# `get_db()` gives each request one connection, lazily, and keeps it on `g`;
-# `close_db()` hands it back at teardown. Connections use WAL (readers never
-# block the writer), a busy timeout (wait for a lock instead of failing at
-# once) and foreign keys (SQLite leaves them off by default). The schema is
-# created on first use; `flask init-db` drops and recreates it.
-#
-# Why hand connections back rather than close them: opening one costs more than
-# the queries of a request (SQLite re-reads the schema and compiles every
-# statement again), and closing the last connection to a WAL database
-# checkpoints and deletes the WAL. Reusing them keeps the cheat sheet's pattern,
-# one connection per request on `g`, never shared by two requests at once.
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
-);
-CREATE TABLE IF NOT EXISTS notes (
-    id INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
-    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
-);
-CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
-CREATE TABLE IF NOT EXISTS login_failures (
-    username TEXT NOT NULL COLLATE NOCASE,
-    address TEXT NOT NULL,
-    failed_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
-CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
-CREATE TABLE IF NOT EXISTS revoked_tokens (
-    jti TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
-);
-"""
-DROP_SCHEMA = """
-DROP TABLE IF EXISTS notes;
-DROP TABLE IF EXISTS users;
-DROP TABLE IF EXISTS login_failures;
-DROP TABLE IF EXISTS revoked_tokens;
-"""
-
-
-BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, then 503
-MAX_IDLE_CONNECTIONS = 8  # kept for later requests, per process and database file
-
-
-def connect(path):
-    """Open a connection with the pragmas every connection needs."""
-    # isolation_level=None: each statement commits itself; the model layer writes one at a time.
-    # check_same_thread=False: with threaded workers, a later request may run on another thread.
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA foreign_keys = ON")
-    # With WAL, NORMAL still survives a crashed process; only a power cut may lose the last commits.
-    db.execute("PRAGMA synchronous = NORMAL")
-    return db
-
-
-def get_db():
-    """The request's database connection, taken on first use."""
-    if "db" not in g:
-        path = current_app.config["DATABASE"]
-        try:
-            g.db = idle_connections(path).pop()
-        except IndexError:  # every idle connection is in use by another request
-            g.db = connect(path)
-    return g.db
-
-
-def close_db(exception=None):
-    """Hand the request's connection back for a later request, if it took one."""
-    db = g.pop("db", None)
-    if db is None:
-        return
-    if db.in_transaction:
-        db.rollback()  # a request that failed halfway must not leave its transaction open
-    idle = idle_connections(current_app.config["DATABASE"])
-    if len(idle) < MAX_IDLE_CONNECTIONS:
-        idle.append(db)
-    else:
-        db.close()
-
-
-def idle_connections(path):
-    """This process's idle connections to `path`; the first one creates the schema."""
-    pools = current_app.extensions.setdefault("idle_connections", {})
-    key = (os.getpid(), path)  # a forked worker must not use its parent's connections
-    if key not in pools:
-        db = connect(path)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.executescript(SCHEMA)
-        pools[key] = [db]
-    return pools[key]
-
-
-def init_db(path):
-    """Drop every table and create the schema afresh."""
-    db = connect(path)
-    try:
-        # One transaction: a request never sees the tables half dropped.
-        db.executescript(f"BEGIN IMMEDIATE; {DROP_SCHEMA} {SCHEMA} COMMIT;")
-    finally:
-        db.close()
-
-
-def register_database(app):
-    """Hand connections back at teardown and add `flask init-db`."""
-    app.teardown_appcontext(close_db)
-
-    @app.cli.command("init-db")
-    def init_db_command():
-        """Delete all data and recreate the tables."""
-        init_db(app.config["DATABASE"])
-        click.echo(f"Initialized the database at {app.config['DATABASE']}.")
-
-
-# ---------------------------------------------------------------------------
-# 10. Models (an ORM-style layer over sqlite3)
-# ---------------------------------------------------------------------------
-# Instead of SQLAlchemy, small dataclasses with class methods. This layer is
-# the only code that writes SQL, and it always passes values as `?` parameters,
-# so input such as `' OR 1=1 --` is stored as text, never run.
-# Uses `get_db` (section 9).
-
-SQLITE_MAX_INTEGER = 2**63 - 1
-
-
-class UsernameTaken(Exception):
-    """Raised when a username exists already (compared case-insensitively)."""
-
-
-@dataclass
-class Page:
-    """One page of results."""
-
-    items: list
-    number: int
-    size: int
-    total: int
-
-    @property
-    def pages(self):
-        return max(1, math.ceil(self.total / self.size))
-
-    @property
-    def has_previous(self):
-        return self.number > 1
-
-    @property
-    def has_next(self):
-        return self.number < self.pages
-
-
-def paginate(model, where, args, number, size):
-    """One page of `model` rows matching `where`, the page number clamped to the last page."""
-    db = get_db()
-    total = db.execute(f"SELECT count(*) FROM {model.table} WHERE {where}", args).fetchone()[0]
-    number = min(number, max(1, math.ceil(total / size)))
-    rows = db.execute(f"SELECT * FROM {model.table} WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                      (*args, size, (number - 1) * size)).fetchall()
-    return Page([model(**row) for row in rows], number, size, total)
-
-
-@dataclass
-class User:
-    """An account."""
-
-    id: int
-    username: str
-    password_hash: str
-    created_at: str
-    table = "users"
-
-    @classmethod
-    def get(cls, user_id):
-        """The user with this id, or None."""
-        if not isinstance(user_id, int) or not 0 < user_id <= SQLITE_MAX_INTEGER:
-            return None
-        row = get_db().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        return cls(**row) if row else None
-
-    @classmethod
-    def find(cls, username):
-        """The user with this username (any case), or None."""
-        row = get_db().execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
-        return cls(**row) if row else None
-
-    @classmethod
-    def create(cls, username, password):
-        """Store a new user with a hashed password; UsernameTaken if the name exists."""
-        try:
-            row = get_db().execute(
-                "INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING *",
-                (username, generate_password_hash(password))).fetchone()
-        except sqlite3.IntegrityError:
-            raise UsernameTaken(username) from None
-        return cls(**row)
-
-    def check_password(self, password):
-        """True when `password` matches the stored hash."""
-        return check_password_hash(self.password_hash, password)
-
-    def delete(self):
-        """Delete the user and, by cascade, their notes."""
-        get_db().execute("DELETE FROM users WHERE id = ?", (self.id,))
-
-    def to_json(self):
-        return {"id": self.id, "username": self.username, "created_at": self.created_at}
-
-
-@dataclass
-class Note:
-    """A note that belongs to one user."""
-
-    id: int
-    user_id: int
-    title: str
-    body: str
-    created_at: str
-    updated_at: str
-    table = "notes"
-
-    @classmethod
-    def get_for_user(cls, note_id, user_id):
-        """The note with this id if it belongs to the user, else None."""
-        if not 0 < note_id <= SQLITE_MAX_INTEGER:
-            return None
-        row = get_db().execute("SELECT * FROM notes WHERE id = ? AND user_id = ?",
-                               (note_id, user_id)).fetchone()
-        return cls(**row) if row else None
-
-    @classmethod
-    def create(cls, user_id, title, body=""):
-        """Store a new note."""
-        row = get_db().execute(
-            "INSERT INTO notes (user_id, title, body) VALUES (?, ?, ?) RETURNING *",
-            (user_id, title, body)).fetchone()
-        return cls(**row)
-
-    @classmethod
-    def page_for_user(cls, user_id, number, size):
-        """One page of the user's notes, newest first."""
-        return paginate(cls, "user_id = ?", (user_id,), number, size)
-
-    @classmethod
-    def search(cls, user_id, text, number, size):
-        """One page of the user's notes whose title or body contains `text` (any case)."""
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"  # % and _ match themselves
-        where = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
-        return paginate(cls, where, (user_id, pattern, pattern), number, size)
-
-    def update(self, title=None, body=None):
-        """Change the given fields and the modification time."""
-        row = get_db().execute(
-            "UPDATE notes SET title = coalesce(?, title), body = coalesce(?, body),"
-            " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? RETURNING *",
-            (title, body, self.id)).fetchone()
-        self.__dict__.update(dict(row))
-
-    def delete(self):
-        """Delete the note."""
-        get_db().execute("DELETE FROM notes WHERE id = ?", (self.id,))
-
-    def to_json(self):
-        return {"id": self.id, "title": self.title, "body": self.body,
-                "created_at": self.created_at, "updated_at": self.updated_at}
-
-
-class LoginThrottle:
-    """Failed logins, one row each, counted per username and per client address.
-
-    The rows live in SQLite, so every worker process sees the same counts.
-    """
-
-    @staticmethod
-    def record_attempt(username, address, window):
-        """Count an attempt as failed until it succeeds; return its row id."""
-        now = time.time()
-        db = get_db()
-        db.execute("DELETE FROM login_failures WHERE failed_at <= ?", (now - window,))
-        return db.execute(
-            "INSERT INTO login_failures (username, address, failed_at) VALUES (?, ?, ?)"
-            " RETURNING rowid", (username, address, now)).fetchone()[0]
-
-    @staticmethod
-    def retry_after(username, address, limit, window):
-        """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
-        now = time.time()
-        waits = []
-        for column, value in (("username", username), ("address", address)):
-            rows = get_db().execute(
-                f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
-                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
-            if len(rows) > limit:  # this attempt and `limit` earlier failures
-                waits.append(max(1, math.ceil(rows[limit][0] + window - now)))
-        return max(waits, default=0)
-
-    @staticmethod
-    def forget_attempt(attempt):
-        """Remove an attempt that was refused before its password was checked."""
-        get_db().execute("DELETE FROM login_failures WHERE rowid = ?", (attempt,))
-
-    @staticmethod
-    def reset(username):
-        """After a successful login, forget the failures against this username."""
-        # Only this username's rows: logging in to your own account between guesses at
-        # other accounts must not reset the address's count.
-        get_db().execute("DELETE FROM login_failures WHERE username = ?", (username,))
-
-
-class RevokedToken:
-    """JWT ids revoked by /api/logout, kept until the token would have expired anyway."""
-
-    @staticmethod
-    def revoke(jti, expires_at):
-        db = get_db()
-        db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
-        db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
-                   (jti, min(int(expires_at), SQLITE_MAX_INTEGER)))
-
-    @staticmethod
-    def is_revoked(jti):
-        return get_db().execute("SELECT 1 FROM revoked_tokens WHERE jti = ?",
-                                (jti,)).fetchone() is not None
-
-
-# ---------------------------------------------------------------------------
-# 11. Authentication & JWT
-# ---------------------------------------------------------------------------
-# Pages use the session cookie: `log_in` clears the session first (no session
-# fixation) and `login_required` sends visitors to /login?next=…. The API uses
-# Bearer JWTs (RFC 7519), HS256 written with hmac/hashlib/base64/json: the
-# verifier accepts only HS256, compares signatures in constant time, requires
-# `exp`, and answers failures as RFC 6750 says. Repeated failed logins are
-# throttled through `LoginThrottle` (section 10).
-# Uses `problem`, `validate`, `json_body`, `invalid_fields`, `is_api_request` and
-# `USER_FIELDS` (section 7), `key_bytes` (section 8), and `User`, `UsernameTaken`,
-# `LoginThrottle`, `RevokedToken` (section 10).
-
-MAX_TOKEN_LENGTH = 4096
-CLOCK_LEEWAY = 30  # seconds of clock difference tolerated on exp, nbf and iat
-BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-# Header parameters that would pick the key or the rules from the token itself
-# (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
-REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
-
-
-class InvalidToken(Exception):
-    """A JWT that must not be accepted; the message says why."""
-
-
-def b64url_encode(data):
-    """Base64url without padding (RFC 7515, section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text):
-    """Strict inverse of `b64url_encode`: no padding, no other characters."""
-    if not BASE64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise InvalidToken("malformed base64url")
-    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if b64url_encode(data) != text:  # unused low bits set: a second spelling of the same bytes
-        raise InvalidToken("malformed base64url")
-    return data
-
-
-def no_duplicate_members(pairs):
-    """A JSON object's members as a dict; a name given twice is an invalid token."""
-    if len({name for name, _ in pairs}) != len(pairs):
-        raise InvalidToken("duplicate JSON member")
-    return dict(pairs)
-
-
-# Built once: json.loads with these hooks would build a new decoder for every segment.
-# NaN and Infinity become nan, which the time-claim checks refuse.
-TOKEN_JSON = json.JSONDecoder(object_pairs_hook=no_duplicate_members,
-                              parse_constant=lambda name: float("nan"))
-
-
-def json_object(segment):
-    """Decode one token segment that must hold a JSON object without duplicate keys."""
-    try:  # RFC 7519: the JSON is UTF-8
-        value = TOKEN_JSON.decode(b64url_decode(segment).decode("utf-8"))
-    except ValueError:  # invalid JSON or UTF-8 (JSONDecodeError, UnicodeDecodeError)
-        raise InvalidToken("segment is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidToken("segment is not a JSON object")
-    return value
-
-
-def hs256(key, signing_input):
-    return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
-
-
-def jwt_encode(claims, key):
-    """Sign `claims` as a compact HS256 JWT."""
-    header = b64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = f"{header}.{payload}"
-    return f"{signing_input}.{b64url_encode(hs256(key, signing_input))}"
-
-
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def jwt_decode(token, key, now=None):
-    """Verify an HS256 JWT and return its claims, or raise InvalidToken."""
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token too long")
-    segments = token.split(".")
-    if len(segments) != 3:
-        raise InvalidToken("a JWT has three segments")
-    if not all(BASE64URL.fullmatch(segment) for segment in segments):  # before any decoding
-        raise InvalidToken("malformed base64url")
-    header_segment, payload_segment, signature_segment = segments
-    header = json_object(header_segment)
-    if header.get("alg") != "HS256":  # never trust the token's own choice
-        raise InvalidToken("only HS256 is accepted")
-    if REFUSED_HEADERS & header.keys():
-        raise InvalidToken("key selection and extension headers are not accepted")
-    expected = hs256(key, f"{header_segment}.{payload_segment}")
-    if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
-        raise InvalidToken("bad signature")
-    claims = json_object(payload_segment)
-    check_time_claims(claims, time.time() if now is None else now)
-    return claims
-
-
-def check_time_claims(claims, now):
-    """Require a numeric `exp` in the future; `nbf` and `iat` must not be in the future."""
-    for name in ("exp", "nbf", "iat"):
-        if name in claims and not is_number(claims[name]):
-            raise InvalidToken(f"'{name}' must be a number")
-    if "exp" not in claims:
-        raise InvalidToken("'exp' is required")
-    if claims["exp"] <= now - CLOCK_LEEWAY:
-        raise InvalidToken("token expired")
-    if claims.get("nbf", now) > now + CLOCK_LEEWAY:
-        raise InvalidToken("token not valid yet")
-    if claims.get("iat", now) > now + CLOCK_LEEWAY:
-        raise InvalidToken("token issued in the future")
-
-
-def jwt_key():
-    """The HMAC key for tokens: JWT_SECRET_KEY, or one derived from SECRET_KEY."""
-    key = current_app.config["JWT_SECRET_KEY"]
-    if key:
-        return key_bytes(key)
-    return derived_jwt_key(key_bytes(current_app.config["SECRET_KEY"]))
-
-
-@functools.lru_cache(maxsize=8)  # derived once per secret, not on every API request
-def derived_jwt_key(secret):
-    """The token key derived from the session secret, so the two are never the same key."""
-    return hmac.new(secret, b"flask-tour jwt key", hashlib.sha256).digest()
-
-
-def issue_token(user):
-    """An access token for `user` and its lifetime in seconds."""
-    lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
-    now = int(time.time())
-    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
-    return jwt_encode(claims, jwt_key()), lifetime
-
-
-def bearer_challenge(detail, error="invalid_token"):
-    """A 401 problem with the RFC 6750 `WWW-Authenticate` header."""
-    challenge = f'Bearer realm="api", error="{error}"' if error else 'Bearer realm="api"'
-    return problem(401, detail, headers={"WWW-Authenticate": challenge})
-
-
-def token_user(claims):
-    """The existing user whose id is the token's `sub` (a string of digits), or None."""
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
-        return None
-    return User.get(int(subject))
-
-
-def token_required(view):
-    """Let the request through only with a valid Bearer token; sets `g.api_user`."""
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return bearer_challenge("Send 'Authorization: Bearer <token>'.", error=None)
-        try:
-            claims = jwt_decode(token.strip(), jwt_key())
-        except InvalidToken as reason:
-            return bearer_challenge(f"The token is invalid: {reason}.")
-        user = token_user(claims)
-        if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
-            return bearer_challenge("The token is revoked or its user no longer exists.")
-        g.api_user, g.token_claims = user, claims
-        return view(*args, **kwargs)
-    return wrapped
-
-
-def login_required(view):
-    """Send anonymous visitors to the login page, then back here."""
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        if g.user is None:
-            return redirect(url_for("login", next=request.full_path.rstrip("?")))
-        return view(*args, **kwargs)
-    return wrapped
-
-
-def log_in(user):
-    """Start a fresh session for `user`."""
-    session.clear()  # a new session on login: no fixation
-    session["user_id"] = user.id
-
-
-def load_logged_in_user():
-    """The session's user, or None."""
-    user_id = session.get("user_id")  # always None on /api, which has no session
-    return User.get(user_id) if user_id is not None else None
-
-
-class RequestGlobals(Flask.app_ctx_globals_class):
-    """`flask.g`, whose `g.user` is loaded on first use instead of in a before_request hook."""
-
-    # Lazy, so JSON and pages that never look at the user never open the database.
-    @functools.cached_property
-    def user(self):
-        return load_logged_in_user()
-
-
-def safe_next_path(target):
-    """`target` if it is a path on this site, else the notes page."""
-    if (target and target.startswith("/") and not target.startswith("//")
-            and not re.search(r"[\\\x00-\x20\x7f]", target) and not urlsplit(target).netloc):
-        return request.script_root + target
-    return url_for("notes")
-
-
-@functools.cache
-def dummy_password_hash():
-    """A hash to check against when the user does not exist, so timing reveals nothing."""
-    return generate_password_hash(secrets.token_hex(16))
-
-
-def authenticate(username, password):
-    """The user these credentials belong to, or None; throttles repeated failures."""
-    limit, window = current_app.config["LOGIN_MAX_FAILURES"], current_app.config["LOGIN_FAILURE_WINDOW"]
-    address = request.remote_addr or "unknown"
-    # Record the attempt before the slow password check, so that parallel guesses
-    # count each other and cannot all slip under the limit.
-    attempt = LoginThrottle.record_attempt(username, address, window)
-    wait = LoginThrottle.retry_after(username, address, limit, window)
-    if wait:
-        LoginThrottle.forget_attempt(attempt)
-        raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
-    user = User.find(username) if username else None
-    if user is None:
-        check_password_hash(dummy_password_hash(), password)
-    elif user.check_password(password):
-        LoginThrottle.reset(username)
-        return user
-    return None
-
-
-class UserAPI(MethodView):
-    """POST /api/users: register."""
-
-    def post(self):
-        values, errors = validate(json_body(), USER_FIELDS)
-        if errors:
-            return invalid_fields(errors)
-        try:
-            user = User.create(values["username"], values["password"])
-        except UsernameTaken:
-            return problem(409, "That username is already taken.")
-        return user.to_json(), 201
-
-
-class TokenAPI(MethodView):
-    """POST /api/token: exchange a username and password for a Bearer token."""
-
-    def post(self):
-        values, errors = validate(json_body(), USER_FIELDS)
-        if errors:
-            return invalid_fields(errors)
-        user = authenticate(values["username"], values["password"])
-        if user is None:
-            return bearer_challenge("Unknown username or wrong password.", error=None)
-        token, lifetime = issue_token(user)
-        return ({"access_token": token, "token_type": "Bearer", "expires_in": lifetime},
-                200, {"Cache-Control": "no-store"})
-
-
-@token_required
-def logout_api():
-    """POST /api/logout: revoke the token used for this request."""
-    RevokedToken.revoke(str(g.token_claims.get("jti")), g.token_claims["exp"])
-    return "", 204
-
-
-@token_required
-def me_api():
-    """GET /api/me: the caller."""
-    return g.api_user.to_json()
-
-
-def register_auth(app):
-    """Sessions whose cookie is Secure over HTTPS, and the account endpoints of the API."""
-    app.session_interface = HttpsAwareSessionInterface()
-    app.app_ctx_globals_class = RequestGlobals
-    app.add_url_rule("/api/users", view_func=UserAPI.as_view("users_api"))
-    app.add_url_rule("/api/token", view_func=TokenAPI.as_view("token_api"))
-    app.add_url_rule("/api/logout", view_func=logout_api, methods=["POST"])
-    app.add_url_rule("/api/me", view_func=me_api)
-
-
-class HttpsAwareSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions: Secure over HTTPS, scoped to the app's URL prefix."""
-
-    def open_session(self, app, request):
-        """Flask's, but none at all on the API, and no cookie parsing when ours is absent."""
-        if is_api_request():
-            return None  # the API ignores cookies: no session, so a cookie never logs it in
-        # No cookie of ours (a first visit, a script): a new session, without parsing every cookie.
-        if app.secret_key and self.get_cookie_name(app) not in request.headers.get("Cookie", ""):
-            return self.session_class()
-        return super().open_session(app, request)
-
-    def save_session(self, app, session, response):
-        """Flask's, skipped for a session this request never touched (nothing to send)."""
-        if session.accessed or session.modified or session.permanent:  # permanent: refresh it
-            super().save_session(app, session, response)
-
-    def get_signing_serializer(self, app):
-        """Flask's cookie serializer, built once per secret key rather than on every request."""
-        keys = (app.secret_key, *(app.config.get("SECRET_KEY_FALLBACKS") or ()))
-        cached = app.extensions.get("session_serializer")
-        if cached is None or cached[0] != keys:
-            cached = app.extensions["session_serializer"] = (keys, super().get_signing_serializer(app))
-        return cached[1]
-
-    def get_cookie_secure(self, app):
-        return super().get_cookie_secure(app) or request.is_secure
-
-    def get_cookie_path(self, app):
-        # Mounted at /demo, the cookie must not reach (or be overwritten by) neighbours on the host.
-        return app.config["SESSION_COOKIE_PATH"] or request.script_root or "/"
-
-
 # ---------------------------------------------------------------------------
 # 12. Middleware / request hooks
 # ---------------------------------------------------------------------------
-# `before_request` gives every request an id (the caller's `X-Request-ID` when it
-# is well formed, so ids can be followed across services) and a start time
-# (`g.user` is loaded on first use, section 11). `after_request` adds the id and a
-# `Server-Timing` header, and writes one access-log line through `app.logger`
-# (not print, so it can be filtered and routed); error lines name the request id
-# too. Behind nginx, which logs every request itself, ACCESS_LOG=false saves the
-# line's cost, over a tenth of a small JSON request's throughput. Teardown handing
-# the database connection back is in section 9. Another `before_request` gives a
-# chunked body over MAX_CONTENT_LENGTH its 413.
-# The security headers depend on nothing but the scheme (HSTS only over HTTPS), so
-# they need no request context: `SecurityHeaders`, a WSGI middleware around the app,
-# appends them as the response starts, a little cheaper than an after_request hook.
-# So Flask code (hooks, `test_request_context`) does not see them; the test client
-# does. A view's own header replaces ours: to allow framing, a view must set both
-# X-Frame-Options and a Content-Security-Policy with its own `frame-ancestors`.
+# `before_request` runs before every view, `after_request` after it, on the response; in a
+# Blueprint, `before_app_request` and `after_app_request` hook every request of the app.
+# Here they give each request an id (the caller's `X-Request-ID` when it is well formed,
+# so ids can be followed across services), time it, and write one access-log line through
+# `app.logger` (not print, so it can be filtered and routed). Teardown, which runs even
+# after an error, closes the database connection (section 9).
 
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = (
-    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "strict-origin-when-cross-origin"),
-)
-HTTPS_SECURITY_HEADERS = (
-    *SECURITY_HEADERS, ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
-)
+hooks_bp = Blueprint("hooks", __name__)
 
 
+@hooks_bp.before_app_request
 def start_request():
     """Give the request an id and a start time."""
     incoming = request.headers.get("X-Request-ID", "")
@@ -1652,6 +1437,65 @@ def start_request():
     g.started = time.perf_counter()
 
 
+@hooks_bp.after_app_request
+def finish_request(response):
+    """Stamp the response with the request's id and timing, and log it."""
+    elapsed_ms = (time.perf_counter() - g.started) * 1000
+    response.headers["X-Request-ID"] = g.request_id
+    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
+    if current_app.config["ACCESS_LOG"]:
+        # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
+        path = request.path if request.path.isprintable() else repr(request.path)
+        current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
+                                response.status_code, elapsed_ms, g.request_id)
+    return response
+
+
+@hooks_bp.after_app_request
+def add_security_headers(response):
+    """The headers every response carries, unless the view set its own."""
+    for name, value in security_headers(request.scheme):
+        response.headers.setdefault(name, value)
+    return response
+
+
+@hooks_bp.route("/hooks")
+def show_hooks():
+    """What the hooks did to this very request."""
+    incoming = request.headers.get("X-Request-ID")
+    return render_template(
+        "hooks.html",
+        request_id=g.request_id,
+        id_was_kept=incoming == g.request_id,
+        started=g.started,
+        client=request.remote_addr,
+        scheme=request.scheme,
+        headers=security_headers(request.scheme),
+    )
+
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),  # no inline or foreign scripts: XSS
+    ("X-Content-Type-Options", "nosniff"),  # no guessing a text file is a script
+    ("X-Frame-Options", "DENY"),  # no framing by another site: clickjacking
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),  # no paths leaked to other sites
+)
+HTTPS_SECURITY_HEADERS = (  # browsers remember HSTS: send it only over HTTPS
+    *SECURITY_HEADERS, ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+)
+
+
+def security_headers(scheme):
+    """The headers every response carries; HSTS only when the request came over HTTPS."""
+    return HTTPS_SECURITY_HEADERS if scheme == "https" else SECURITY_HEADERS
+
+
+@hooks_bp.before_app_request
 def refuse_oversized_stream():
     """413 for a body without Content-Length (chunked) that is over MAX_CONTENT_LENGTH."""
     # Only chunked bodies: gunicorn marks every input terminated, so a GET would be read too.
@@ -1667,99 +1511,39 @@ def refuse_oversized_stream():
         abort(413)
 
 
-def security_headers(scheme):
-    """The headers every response carries; HSTS only when the request came over HTTPS."""
-    return HTTPS_SECURITY_HEADERS if scheme == "https" else SECURITY_HEADERS
-
-
-class SecurityHeaders:
-    """WSGI middleware: the security headers on every response that has not set its own."""
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        def start_with_security_headers(status, headers, exc_info=None):
-            # ProxyFix (section 14) wraps outside us: the scheme in environ is the client's.
-            scheme = environ["wsgi.url_scheme"]
-            present = {name.lower() for name, _ in headers}
-            missing = [pair for pair in security_headers(scheme) if pair[0].lower() not in present]
-            return start_response(status, [*headers, *missing], exc_info)
-
-        return self.wsgi_app(environ, start_with_security_headers)
-
-
-def finish_request(response):
-    """Stamp the response with the request's id and timing, and log it."""
-    elapsed_ms = (time.perf_counter() - g.started) * 1000
-    # Assignment replaces: a Response object that a view returns again keeps one of each.
-    response.headers["X-Request-ID"] = g.request_id
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
-    if current_app.config["ACCESS_LOG"]:
-        # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
-        path = request.path if request.path.isprintable() else repr(request.path)
-        current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
-                                response.status_code, elapsed_ms, g.request_id)
-    return response
-
-
-def register_request_hooks(app):
-    """Install the hooks, the security-header middleware and the page that shows them."""
-    app.before_request(start_request)
-    app.before_request(refuse_oversized_stream)
-    app.after_request(finish_request)
-    app.wsgi_app = SecurityHeaders(app.wsgi_app)
+@hooks_bp.record_once
+def set_up_logging(state):
+    """The access-log setting, checked, and a logger that shows it."""
+    app = state.app
+    # One log line per request; false behind nginx, which logs every request itself.
+    app.config.setdefault("ACCESS_LOG", True)
+    if not isinstance(app.config["ACCESS_LOG"], bool):  # FLASK_ACCESS_LOG=no would be truthy text
+        raise RuntimeError(f"ACCESS_LOG is {app.config['ACCESS_LOG']!r}; it must be true or "
+                           "false, in lowercase: FLASK_ACCESS_LOG=false.")
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
-
-    @app.route("/hooks")
-    def hooks():
-        """What the hooks did to this very request."""
-        incoming = request.headers.get("X-Request-ID")
-        return render_template(
-            "hooks.html",
-            request_id=g.request_id,
-            id_was_kept=incoming == g.request_id,
-            started=g.started,
-            client=request.remote_addr,
-            scheme=request.scheme,
-            headers=security_headers(request.scheme),
-        )
-
-
 # ---------------------------------------------------------------------------
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
-# One handler for every HTTP error renders `error.html` for pages, or problem+json
-# for /api and for clients that prefer JSON. Any `sqlite3.OperationalError`
-# (a locked, read-only or missing database) is a 503 with `Retry-After`. Any
-# other exception is a 500 whose traceback goes to the log, never to the client.
+# `@app_errorhandler` (in a Blueprint; `@app.errorhandler` on the app) picks the response
+# for an error. One handler for every HTTP error renders `error.html` for pages, or
+# problem+json for /api and for clients that prefer JSON. Any `sqlite3.OperationalError`
+# (a locked, read-only or missing database) is a 503 with `Retry-After`. Any other
+# exception is a 500 whose traceback goes to the log, never to the client: it would tell
+# an attacker how the app works inside.
 # Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7).
 
-DEMO_ERRORS = {400, 401, 403, 404, 405, 413, 429, 500}
+errors_bp = Blueprint("errors", __name__)
 
 
-def wants_json():
-    """True for the API and for clients that prefer JSON to HTML."""
-    return is_api_request() or request.accept_mimetypes.best_match(
-        ["text/html", "application/json"]) == "application/json"
-
-
-def render_error(status, detail, headers=None):
-    """The error response: problem+json or the custom error page."""
-    if wants_json() or request_ctx.url_adapter is None:  # a bad Host: no URL, so no page
-        return problem(status, detail, headers)
-    page = render_template("error.html", status=status, detail=detail,
-                           title=HTTP_ERROR_TITLES.get(status, "Error"))
-    return page, status, headers or {}
-
-
+@errors_bp.app_errorhandler(HTTPException)
 def handle_http_error(error):
     """Any HTTPException (abort, 404, 405 …), keeping headers such as Allow and Retry-After."""
     headers = {key: value for key, value in error.get_headers() if key.lower() != "content-type"}
     return render_error(error.code, error.description, headers)
 
 
+@errors_bp.app_errorhandler(sqlite3.OperationalError)
 def handle_database_error(error):
     """A locked, read-only or missing database: 503, logged, nothing leaked."""
     current_app.logger.error("Database unavailable: %s (request %s)", error, g.get("request_id"))
@@ -1768,6 +1552,7 @@ def handle_database_error(error):
                         {"Retry-After": "2"})
 
 
+@errors_bp.app_errorhandler(Exception)
 def handle_unexpected_error(error):
     """A crash: log the traceback, show a plain apology."""
     current_app.logger.error("Unhandled exception (request %s)", g.get("request_id"),
@@ -1775,59 +1560,319 @@ def handle_unexpected_error(error):
     return render_error(500, "Something went wrong on our side. It has been logged.")
 
 
-def register_error_handlers(app):
-    """Install the handlers and the /errors/<code> demo."""
-    app.register_error_handler(HTTPException, handle_http_error)
-    app.register_error_handler(sqlite3.OperationalError, handle_database_error)
-    app.register_error_handler(Exception, handle_unexpected_error)
-
-    @app.route("/errors/<int:code>")
-    def error_demo(code):
-        """Trigger the error page for `code`."""
-        if code == 500:
-            raise RuntimeError("A deliberate crash: its traceback is in the server log only.")
-        if code == 405:
-            raise MethodNotAllowed(valid_methods=["POST"])
-        if code == 429:
-            raise TooManyRequests("A demonstration of the rate-limit page.", retry_after=60)
-        abort(code if code in DEMO_ERRORS else 404)
+def render_error(status, detail, headers=None):
+    """The error response: problem+json or the custom error page."""
+    # A malformed Host header leaves Flask no URL to build the page's links with.
+    if wants_json() or isinstance(request.routing_exception, BadHost):
+        return problem(status, detail, headers)
+    page = render_template("error.html", status=status, detail=detail,
+                           title=HTTP_ERROR_TITLES.get(status, "Error"))
+    return page, status, headers or {}
 
 
+def wants_json():
+    """True for the API and for clients that prefer JSON to HTML."""
+    return is_api_request() or request.accept_mimetypes.best_match(
+        ["text/html", "application/json"]) == "application/json"
+
+
+DEMO_ERRORS = {400, 401, 403, 404, 405, 413, 429, 500}
+
+
+@errors_bp.route("/errors/<int:code>")
+def error_demo(code):
+    """Trigger the error page for `code`."""
+    if code == 500:
+        raise RuntimeError("A deliberate crash: its traceback is in the server log only.")
+    if code == 405:
+        raise MethodNotAllowed(valid_methods=["POST"])
+    if code == 429:
+        raise TooManyRequests("A demonstration of the rate-limit page.", retry_after=60)
+    abort(code if code in DEMO_ERRORS else 404)
 # ---------------------------------------------------------------------------
 # 14. Deployment (Gunicorn + Nginx, Docker)
 # ---------------------------------------------------------------------------
-# Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind
-# nginx, which balances two instances and serves static/ itself; see Dockerfile,
-# docker-compose.yml and deploy/nginx.conf. Behind a proxy, ProxyFix makes
-# `remote_addr`, the scheme, host and prefix those of the client, but only for
-# the number of proxies you configure: trusting X-Forwarded-* from anyone would
-# let clients spoof their address. Under a prefix (DispatcherMiddleware, or
-# nginx's X-Forwarded-Prefix) `url_for` puts it in every URL, and the session
-# cookie is scoped to it (section 11). `/healthz` tells Docker and nginx
-# whether the app can reach its database.
-# Uses `get_db` (section 9).
+# Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind nginx, which
+# balances two instances and serves static/ itself; see Dockerfile, docker-compose.yml and
+# deploy/nginx.conf. `/healthz` tells Docker and nginx whether the app can write to its
+# database. Behind a proxy, ProxyFix makes `remote_addr`, the scheme, host and prefix
+# those of the client, but only for the number of proxies you configure in
+# TRUSTED_PROXIES: trusting X-Forwarded-* from anyone would let clients spoof their
+# address. Under a prefix (DispatcherMiddleware, or nginx's X-Forwarded-Prefix) `url_for`
+# puts it in every URL; set SESSION_COOKIE_PATH to it so the cookie stays there too.
+# Uses `get_db` and `add_schema` (section 9).
+
+deployment_bp = Blueprint("deployment", __name__)
 
 
-def register_deployment(app):
-    """Trust the configured number of proxies and add the health check."""
-    proxies = int(app.config["TRUSTED_PROXIES"])
+@deployment_bp.route("/healthz")
+def healthz():
+    """Liveness, and proof that the database takes a write."""
+    try:
+        db = get_db()
+        # A write that leaves nothing behind: a read-only file or a full disk fails here.
+        db.execute("INSERT INTO health_checks VALUES (?)", (time.time(),))
+        db.execute("DELETE FROM health_checks")
+        db.commit()
+    except sqlite3.Error as error:
+        current_app.logger.error("Health check failed: %s (request %s)", error,
+                                 g.get("request_id"))
+        return {"status": "error", "database": "unavailable", "reason": str(error)}, 503
+    return {"status": "ok", "database": "ok"}
+
+
+HEALTH_SCHEMA = "CREATE TABLE IF NOT EXISTS health_checks (checked_at REAL NOT NULL);"
+
+
+@deployment_bp.record_once
+def set_up_deployment(state):
+    """The health check's table, and ProxyFix when TRUSTED_PROXIES counts the proxies in front."""
+    add_schema(state.app, HEALTH_SCHEMA)
+    state.app.config.setdefault("TRUSTED_PROXIES", 0)
+    proxies = int(state.app.config["TRUSTED_PROXIES"])
     if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies,
-                                x_host=proxies, x_port=proxies, x_prefix=proxies)
+        state.app.wsgi_app = ProxyFix(state.app.wsgi_app, x_for=proxies, x_proto=proxies,
+                                      x_host=proxies, x_port=proxies, x_prefix=proxies)
+# ---------------------------------------------------------------------------
+# Appendix: how this tour shows its own code
+# ---------------------------------------------------------------------------
+# Not a topic: the machinery behind `/` and `/topics/<n>` (section 2). `TOPICS` holds
+# each topic's texts and demos; `source_sections` finds each numbered section of this
+# very file by its banner, read from disk on every request, so the code on screen is
+# the code that runs; `highlight_python` colours it with the standard library's
+# tokenizer, so the page needs no JavaScript.
+# Uses `tour_bp` (section 2).
 
-    @app.route("/healthz")
-    def healthz():
-        """Liveness and a database round trip."""
-        try:
-            get_db().execute("SELECT 1").fetchone()
-        except sqlite3.Error as error:
-            app.logger.error("Health check failed: %s (request %s)", error, g.get("request_id"))
-            return {"status": "error", "database": "unavailable"}, 503
-        return {"status": "ok", "database": "ok"}
+
+@dataclass(frozen=True)
+class Topic:
+    number: int
+    title: str
+    summary: str
+    cheat_sheet: str
+    our_version: str
+    demos: tuple  # (label, endpoint, url_for arguments)
+    api_console: bool = False  # the page offers a console that calls the JSON API
 
 
-# The app that `flask run`, `gunicorn app:app` and `python app.py` serve.
-app = create_app()
+TOPICS = (
+    Topic(1, "Flask setup & project structure",
+          "An application factory that builds the app, configured and ready.",
+          "One global `app = Flask(__name__)` in a project folder with static/ and templates/.",
+          "A `create_app()` factory builds independent apps, so each test or embedding gets its "
+          "own settings and database; it registers one Blueprint per section, the way a project "
+          "grows into a package. `app` still serves `flask run` and `gunicorn app:app`.",
+          (("The tour itself", "tour.index", {}),)),
+    Topic(2, "Routing (@app.route)",
+          "Decorators map URLs to view functions.",
+          "`@app.route('/')` maps a URL to a function that returns a string.",
+          "`@bp.route` on a Blueprint; typed converters (`<int:n>`) turn a bad URL into a 404 "
+          "before the view runs, so no view parses its own arguments; pages come from "
+          "templates, not strings.",
+          (("Topic 2's own page", "tour.topic", {"number": 2}),)),
+    Topic(3, "URL parameters & query strings",
+          "Values from the path and from `?q=` reach the view.",
+          "`f\"Hello, {name}\"` and `request.args.get('q')` returned as HTML.",
+          "Values are escaped by the template (an f-string into HTML is an XSS hole); "
+          "`page` is parsed and clamped, and `%`/`_` are searched literally.",
+          (("Greet <img onerror=…>", "params.user", {"name": "<img src=x onerror=alert(1)>"}),
+           ("Search your notes (after logging in)", "params.search", {"q": "flask"}))),
+    Topic(4, "Templates (Jinja2)",
+          "HTML lives in templates/, filled in and escaped by Jinja2.",
+          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
+          "Every page extends one `base.html`; macros render form fields and pagination; "
+          "`url_for` builds every link so the app works under a URL prefix.",
+          (("Welcome page", "templates.welcome", {"user": "Ada"}),)),
+    Topic(5, "Handling forms & requests (GET, POST)",
+          "Forms that validate, keep input, and redirect after success.",
+          "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
+          "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
+          "token on every form, so another site cannot post as you; post/redirect/get, so a "
+          "reload never posts twice.",
+          (("Register", "forms.register", {}), ("Log in", "forms.login", {}),
+           ("Your notes", "forms.notes", {}))),
+    Topic(6, "REST APIs with Flask (MethodView)",
+          "Class-based views: one method per HTTP verb.",
+          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
+          "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
+          "204, 404, 405, 415, 422) and an OpenAPI description.",
+          (("GET /api/hello", "api.hello", {}), ("OpenAPI description", "api.openapi", {})),
+          api_console=True),
+    Topic(7, "JSON responses (jsonify)",
+          "Dicts become JSON responses; errors are problem+json.",
+          "`jsonify({...})` turns a dict into a JSON response.",
+          "Returning a dict is enough; every API error is RFC 9457 problem+json, so a client "
+          "handles every failure the same way.",
+          (("GET /data", "json.data", {}),)),
+    Topic(8, "Configurations & environment variables",
+          "Settings layered from defaults, a file, the environment and the factory.",
+          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
+          "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
+          "each section sets its own defaults; `/config` shows where each setting came from, "
+          "secrets masked.",
+          (("Effective settings", "config.show_config", {}),)),
+    Topic(9, "Database integration (sqlite3)",
+          "One SQLite connection per request, on `g`, closed at teardown.",
+          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
+          "flaskr's `get_db`/`close_db`: a connection per request (one shared connection is not "
+          "safe across threads) with WAL, a busy timeout and foreign keys on; each section's "
+          "tables are created on first use and `flask init-db` resets them.",
+          (("Health check (writes to the database)", "deployment.healthz", {}),)),
+    Topic(10, "Models (an ORM-style layer)",
+          "Dataclasses with class methods are the only code that writes SQL.",
+          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
+          "A small model layer on sqlite3 (two dataclasses and a paginator), always with `?` "
+          "parameters, so no user input is ever pasted into SQL.",
+          (("Your notes", "forms.notes", {}), ("Search (after logging in)", "params.search",
+                                                {"q": "%"}))),
+    Topic(11, "Authentication & JWT",
+          "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
+          "Install Flask-JWT-Extended and call its `create_access_token`.",
+          "Three parts that each copy alone: the session login with `login_required`; HS256 "
+          "JWTs in a few short hmac/hashlib functions, so every check is there to read; and the "
+          "API's account endpoints, with revocation and throttled logins.",
+          (("Log in", "forms.login", {}),
+           ("The token endpoint, in the OpenAPI description", "api.openapi", {})),
+          api_console=True),
+    Topic(12, "Middleware / request hooks",
+          "Code that runs before and after every request.",
+          "`print()` in `before_request` and `after_request`.",
+          "Hooks add a request id, timing, the security headers and a log line (the logger, "
+          "not `print()`, so it can be filtered and routed).",
+          (("What the hooks did to this request", "hooks.show_hooks", {}),)),
+    Topic(13, "Error handling & custom error pages",
+          "Every error is a friendly page, or problem+json for the API.",
+          "`@app.errorhandler(404)` renders a custom `404.html`.",
+          "One handler for every HTTP error, one for crashes: the traceback is logged, never "
+          "shown, because it would tell an attacker how the app works inside.",
+          (("404 page", "errors.error_demo", {"code": 404}),
+           ("500 page", "errors.error_demo", {"code": 500}),
+           ("429 page", "errors.error_demo", {"code": 429}))),
+    Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
+          "A health check, proxy support and a production server.",
+          "`gunicorn app:app` and a Dockerfile.",
+          "`/healthz` proves the database takes a write; ProxyFix is opt-in for a known number "
+          "of proxies; nginx balances two gunicorn instances (deploy/nginx.conf, "
+          "docker-compose.yml), and every URL keeps the prefix the app is mounted under.",
+          (("GET /healthz", "deployment.healthz", {}),)),
+)
+
+
+def topic_page(topic):
+    """The page of one topic: its section of this file, highlighted, beside its demos."""
+    first_line, source = source_sections()[topic.number]
+    number = topic.number
+    return render_template(
+        "topic.html",
+        topic=topic,
+        source=source,
+        first_line=first_line,
+        code=highlight_python(source, first_line),
+        parts=section_parts(source, first_line),
+        previous=TOPICS[number - 2] if number > 1 else None,
+        next=TOPICS[number] if number < len(TOPICS) else None,
+    )
+
+
+@tour_bp.app_template_global()
+def demo_links(topic):
+    """(label, URL) for each of the topic's demos that this app has registered."""
+    return [(label, url_for(endpoint, **arguments))
+            for label, endpoint, arguments in topic.demos
+            if endpoint in current_app.view_functions]
+
+
+BANNER_RULE = "# " + "-" * 75
+PART_BANNER = re.compile(r"# --- (\d+\.\d+ .*?) -*$")
+
+
+def source_sections():
+    """Map each topic number to (first line number, its section of this file, banner included)."""
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    starts = [i - 1 for i, line in enumerate(lines)
+              if lines[i - 1] == BANNER_RULE and re.match(r"# (\d+\.|Appendix)", line)]
+    sections = {}
+    for start, end in zip(starts, starts[1:] + [len(lines)]):
+        number = re.match(r"# (\d+)\.", lines[start + 1])
+        if number:
+            sections[int(number.group(1))] = (start + 1, "\n".join(lines[start:end]).rstrip())
+    return sections
+
+
+def section_parts(source, first_line):
+    """(title, line number) of each part of a section that has parts, such as 11.1."""
+    return [(match.group(1), first_line + index)
+            for index, line in enumerate(source.splitlines())
+            if (match := PART_BANNER.match(line))]
+
+
+def token_class(token, previous):
+    """The CSS class that colours one token (`previous`: the text of the one before), or None."""
+    kind = tokenize.tok_name[token.type]
+    if kind in ("COMMENT", "NUMBER"):
+        return kind.lower()
+    if kind == "STRING" or kind.startswith("FSTRING"):
+        return "string"
+    decorator = re.match(r"\s*@[\w.]+", token.line)
+    if decorator and token.start[0] == token.end[0] and token.end[1] <= decorator.end():
+        return "decorator"
+    if kind == "NAME" and keyword.iskeyword(token.string):
+        return "keyword"
+    if kind == "NAME" and previous in ("def", "class"):
+        return "definition"
+    return None
+
+
+def coloured_pieces(source):
+    """Split Python source into (text, CSS class or None) pieces that join back into it exactly."""
+    offsets = [0]
+    for line in source.split("\n"):
+        offsets.append(offsets[-1] + len(line) + 1)
+    pieces, position, previous = [], 0, None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            kind = token_class(token, previous)
+            start, end = (offsets[row - 1] + column for row, column in (token.start, token.end))
+            if kind and start >= position:
+                pieces += [(source[position:start], None), (source[start:end], kind)]
+                position = end
+            previous = token.string
+    except (tokenize.TokenError, SyntaxError):  # an unfinished fragment: the rest stays plain
+        pass
+    return pieces + [(source[position:], None)]
+
+
+def highlight_python(source, first_line=1):
+    """Python source as HTML: one `<span>` per line, numbered from `first_line`, tokens coloured."""
+    lines = [[]]
+    for text, kind in coloured_pieces(source):
+        for index, part in enumerate(text.split("\n")):
+            if index:
+                lines.append([])
+            if part:
+                lines[-1].append(Markup('<span class="tok-{}">{}</span>').format(kind, part)
+                                 if kind else escape(part))
+    return Markup().join(
+        Markup('<span class="line" data-line="{0}" id="L{0}">{1}\n</span>').format(
+            first_line + number, Markup().join(parts))
+        for number, parts in enumerate(lines))
+
+
+@tour_bp.app_template_filter()
+def inline_code(text):
+    """Escape `text` and show its `backticked` parts as code."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+# The app that `flask run` and `gunicorn app:app` serve. It is built when they look it up,
+# not when the module is imported, so `import app` (as the tests do) writes nothing: the
+# factory creates the instance folder's secret key.
+def __getattr__(name):
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = create_app()
+    return globals()["app"]
+
 
 if __name__ == "__main__":
-    app.run()
+    create_app().run()
