@@ -6,11 +6,10 @@ folders given as the settings those commands read.
 """
 
 import contextlib
-import json
 import os
 import re
 import shutil
-import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -173,7 +172,6 @@ def nginx_in_front_of(tmp_path, upstreams, edits=(), name="nginx"):
 @contextlib.contextmanager
 def stalled_instance():
     """A port that accepts connections (the kernel does) and never answers: a stalled app."""
-    import socket
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen(64)
