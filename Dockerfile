@@ -1,6 +1,8 @@
 # Flask Tour in a container: gunicorn serving app:app on port 8000, as a non-root user.
-#   docker build -t flask-tour . && docker run --rm -p 8000:8000 flask-tour
-# docker-compose.yml runs two of these behind nginx, with the instance folder on a volume.
+#   docker build -t flask-tour . && docker run --rm -p 127.0.0.1:8000:8000 --stop-timeout 35 flask-tour
+# That is for trying it out: gunicorn's sync workers, exposed directly, can be tied up by a
+# few slow clients. docker-compose.yml runs two of these behind nginx, which buffers clients,
+# with the instance folder on a volume.
 
 # A slim Debian image with a pinned Python version: it changes only when you change this line.
 FROM python:3.11.11-slim-bookworm
@@ -14,9 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes, not on
-# every change to the code.
+# every change to the code. Only what runs the app, at the pinned versions: the test runner
+# (pytest) stays out of the image.
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir $(grep -v '^pytest==' requirements.txt)
 
 # An unprivileged user. The code stays owned by root (the app cannot change it); only the
 # instance folder, where the SQLite file and the generated secret key live, is the app's.
@@ -29,10 +32,14 @@ RUN groupadd --system --gid 10001 flask \
 COPY app.py ./
 COPY templates/ templates/
 COPY static/ static/
+COPY deploy/gunicorn.conf.py deploy/
 
 # Numeric, so that a platform can check it is not root without reading /etc/passwd.
 USER 10001:10001
 
+# deploy/gunicorn.conf.py listens where GUNICORN_BIND says: every interface of the container,
+# so that Docker can publish the port. Change HEALTHCHECK's port with it.
+ENV GUNICORN_BIND=0.0.0.0:8000
 EXPOSE 8000
 
 # Docker (and compose's depends_on) ask the app itself whether it can reach its database;
@@ -41,6 +48,10 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# As in the cheat sheet; workers come from WEB_CONCURRENCY (gunicorn reads it), more
-# options from GUNICORN_CMD_ARGS. Exec form: gunicorn is PID 1 and gets docker stop's SIGTERM.
-CMD ["gunicorn", "app:app", "--bind", "0.0.0.0:8000"]
+# The cheat sheet's `gunicorn app:app`, with the settings every deployment shares
+# (deploy/gunicorn.conf.py: workers from WEB_CONCURRENCY, no control socket, no forwarded
+# headers trusted by gunicorn itself). More options: GUNICORN_CMD_ARGS. Exec form: gunicorn
+# is PID 1 and gets docker stop's SIGTERM; it then waits up to 30 s (graceful_timeout) for
+# requests in progress, so give docker stop more than that (--stop-timeout 35, or compose's
+# stop_grace_period).
+CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "app:app"]
