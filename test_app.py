@@ -16,6 +16,7 @@ import stat
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -30,6 +31,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import flask
 import pytest
 import werkzeug.security
+from gunicorn.config import Config as GunicornConfig
 from flask import request, url_for
 from markupsafe import escape
 from werkzeug.exceptions import NotFound
@@ -48,11 +50,13 @@ JWT_TEST_KEY = "jwt-test-key-that-is-long-enough-0123456789abcd"
 
 PASSWORD = "correct horse battery"
 
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(monkeypatch):
     """Hash with few iterations so the suite runs in seconds; production keeps the default."""
     fast = functools.partial(tour.generate_password_hash, method="pbkdf2:sha256:1000")
     monkeypatch.setattr(tour, "generate_password_hash", fast)
+
 
 @pytest.fixture
 def app(tmp_path):
@@ -65,19 +69,23 @@ def app(tmp_path):
         "ACCESS_LOG": True,  # whatever FLASK_ACCESS_LOG the shell has
     }, instance_path=str(tmp_path / "instance"))
 
+
 @pytest.fixture
 def client(app):
     return app.test_client()
 
+
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
 
 def csrf_from(response):
     """The CSRF token in a page's form."""
     match = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
     assert match, "the page has no CSRF field"
     return match.group(1)
+
 
 class AuthActions:
     """Register, log in and out through the real forms, optionally under a URL prefix."""
@@ -100,15 +108,18 @@ class AuthActions:
     def logout(self):
         return self.client.post(self.prefix + "/logout", data={"csrf_token": self.token("/")})
 
+
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
+
 
 @pytest.fixture
 def logged_in(auth):
     """A client with the registered user `alice` logged in."""
     auth.register()
     return auth
+
 
 def api_headers(client, username="alice", password=PASSWORD, prefix=""):
     """Register `username` through the API and return Bearer headers for it."""
@@ -117,9 +128,11 @@ def api_headers(client, username="alice", password=PASSWORD, prefix=""):
     assert response.status_code == 200, response.json
     return {"Authorization": "Bearer " + response.json["access_token"]}
 
+
 def count_rows(app, table):
     with app.app_context():
         return tour.get_db().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
 
 @pytest.fixture
 def clean_environment(monkeypatch, tmp_path):
@@ -129,6 +142,7 @@ def clean_environment(monkeypatch, tmp_path):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
+
 
 class LinkCollector(HTMLParser):
     """Collects href, src and GET form actions as links; POST actions and data-*-url apart."""
@@ -149,6 +163,7 @@ class LinkCollector(HTMLParser):
             is_get = attrs.get("method", "get").lower() == "get"
             (self.links if is_get else self.other_targets).append(attrs["action"])
 
+
 def internal_links(html, base):
     collector = LinkCollector()
     collector.feed(html)
@@ -157,6 +172,7 @@ def internal_links(html, base):
         parts = urlsplit(url)
         if not parts.netloc or parts.netloc == "localhost":
             yield parts.path + ("?" + parts.query if parts.query else "")
+
 
 def crawl(client, start, prefix="/"):
     """Every internal URL reachable from `start`, mapped to its status code."""
@@ -175,6 +191,7 @@ def crawl(client, start, prefix="/"):
 
 KEY = JWT_TEST_KEY.encode()
 
+
 def forge(header, claims, key=KEY):
     """A token with any header and claims, signed with HS256."""
     segments = [tour.b64url_encode(json.dumps(part).encode()) for part in (header, claims)]
@@ -187,18 +204,22 @@ INVALID_TOKEN_CHALLENGE = 'Bearer realm="api", error="invalid_token"'
 
 BASE64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
 
+
 def valid_claims(**changes):
     """Claims our API accepts for user 1, with `changes` applied (None removes a claim)."""
     claims = {"sub": "1", "exp": int(time.time()) + 600, **changes}
     return {name: value for name, value in claims.items() if value is not None}
+
 
 def raw_token(header_json, payload_json, key=KEY):
     """A token from literal JSON texts (arrays, duplicate members …), signed with HS256."""
     signing_input = ".".join(tour.b64url_encode(text.encode()) for text in (header_json, payload_json))
     return f"{signing_input}.{tour.b64url_encode(tour.hs256(key, signing_input))}"
 
+
 def bearer(token):
     return {"Authorization": "Bearer " + token}
+
 
 def assert_invalid_token(client, token):
     """The API answers `token` with 401, RFC 6750's invalid_token and a problem+json body."""
@@ -208,6 +229,7 @@ def assert_invalid_token(client, token):
     assert response.mimetype == "application/problem+json"
     return response
 
+
 @pytest.fixture
 def token_client(client):
     """A client whose user 1 exists and accepts a correctly forged token, so only the attack fails."""
@@ -215,11 +237,13 @@ def token_client(client):
     assert client.get("/api/me", headers=bearer(forge(HS256, valid_claims()))).status_code == 200
     return client
 
+
 def another_worker(app):
     """A second app on the same database and keys, as another gunicorn worker would be."""
     return create_app({key: app.config[key] for key in
                        ("TESTING", "SECRET_KEY", "JWT_SECRET_KEY", "DATABASE")},
                       instance_path=app.instance_path)
+
 
 def database_snapshot(app):
     with app.app_context():
@@ -234,11 +258,13 @@ def database_snapshot(app):
 # Tests that start real servers or Chromium on loopback use these; they skip with a
 # reason when the program is not installed.
 
+
 def free_port():
     """An unused TCP port on the loopback interface."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
 
 class Server:
     """A server process started by a test: its URL and the file its output goes to."""
@@ -249,6 +275,7 @@ class Server:
 
     def output(self):
         return self.log.read_text(errors="replace")
+
 
 @contextlib.contextmanager
 def running(command, port, log, **popen_args):
@@ -267,6 +294,7 @@ def running(command, port, log, **popen_args):
             proc.kill()
             proc.wait()
 
+
 def run_gunicorn(tmp_path, workers=2, env=None, port=None, args=(), target="app:app"):
     """Run gunicorn on a loopback port; `env` adds variables, or removes them with None."""
     port = port or free_port()
@@ -276,6 +304,7 @@ def run_gunicorn(tmp_path, workers=2, env=None, port=None, args=(), target="app:
                *(["--workers", str(workers)] if workers else []), *args]
     return running(command, port, tmp_path / f"gunicorn-{port}.log", cwd=ROOT,
                    env={key: value for key, value in environment.items() if value is not None})
+
 
 def wait_until_healthy(server, timeout=20):
     deadline = time.monotonic() + timeout
@@ -290,6 +319,7 @@ def wait_until_healthy(server, timeout=20):
             time.sleep(0.05)
     raise TimeoutError(f"{server.url} did not become healthy:\n{server.output()}")
 
+
 def wait_for(condition, what, timeout=10):
     """Poll `condition` until it is truthy, for effects no event announces (log lines)."""
     deadline = time.monotonic() + timeout
@@ -299,14 +329,17 @@ def wait_for(condition, what, timeout=10):
         time.sleep(0.05)
     return result
 
+
 def access_log_args(path):
     """gunicorn options that log each request to `path` as '<worker pid> METHOD /path status'."""
     return ("--access-logfile", str(path), "--access-logformat", "%(p)s %(m)s %(U)s %(s)s")
+
 
 def logged_requests(path, url_path):
     """The worker pids of the requests for `url_path` in a gunicorn access log."""
     lines = path.read_text().splitlines() if path.exists() else []
     return [fields[0] for fields in map(str.split, lines) if fields[2] == url_path]
+
 
 def worker_pids(log, url_path, count):
     """The pids of the workers that served `count` requests for `url_path`, once all are logged."""
@@ -314,6 +347,7 @@ def worker_pids(log, url_path, count):
         pids = logged_requests(log, url_path)
         return len(pids) == count and pids
     return set(wait_for(logged, f"{count} requests for {url_path} in {log.name}"))
+
 
 @dataclass
 class Reply:
@@ -331,6 +365,7 @@ class Reply:
     @property
     def json(self):
         return json.loads(self.body)
+
 
 class LiveClient:
     """A browser for live servers: keeps cookies, follows no redirects."""
@@ -368,6 +403,7 @@ class LiveClient:
         return self.request("POST", path, json.dumps(data),
                             {"Content-Type": "application/json", **(headers or {})})
 
+
 def register_and_log_in(browser, username="ada", prefix=""):
     """Register, log out and log in again through the forms; return the notes page."""
     fields = {"username": username, "password": PASSWORD}
@@ -386,6 +422,7 @@ def register_and_log_in(browser, username="ada", prefix=""):
 NGINX = shutil.which("nginx") or next(
     (path for path in ("/usr/sbin/nginx",) if os.access(path, os.X_OK)), None)
 
+
 def uncomment_block(text, first_line):
     """Uncomment the run of commented lines that starts with `# first_line`."""
     lines = text.splitlines()
@@ -395,6 +432,7 @@ def uncomment_block(text, first_line):
         lines[end] = re.sub(r"^(\s*)# ?", r"\1", lines[end])
         end += 1
     return "\n".join(lines) + "\n"
+
 
 def nginx_config(temp, port, upstreams):
     """deploy/nginx.conf for a test: loopback ports, this checkout's static/, logs in `temp`.
@@ -414,6 +452,7 @@ def nginx_config(temp, port, upstreams):
         text = text.replace(old, new)
     return uncomment_block(text, "location /tour/static/ {")
 
+
 @contextlib.contextmanager
 def run_nginx(tmp_path, upstreams):
     """nginx on a free loopback port in front of `upstreams`, checked with `nginx -t` first."""
@@ -428,6 +467,7 @@ def run_nginx(tmp_path, upstreams):
     with running(command, port, temp / "output.log") as server:
         yield server
 
+
 def check_forwarded_headers(proxy):
     """The app sees the client as nginx saw it, whatever X-Forwarded-* the client sends."""
     forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
@@ -438,6 +478,7 @@ def check_forwarded_headers(proxy):
     assert "<code>http</code>" in reply.text and "Strict-Transport-Security" not in reply.headers
     assert "/evil" not in reply.text and 'href="/notes"' in reply.text
 
+
 @dataclass
 class Outcome:
     """What one client request got back: a status and body, or the error that broke it."""
@@ -447,6 +488,7 @@ class Outcome:
     body: bytes = b""
     error: str = None
 
+
 def post_note(server, bearer, title):
     """POST one note through the API, recording what came back."""
     try:
@@ -454,6 +496,7 @@ def post_note(server, bearer, title):
     except (OSError, http.client.HTTPException) as error:
         return Outcome(title, error=repr(error))
     return Outcome(title, reply.status, reply.body)
+
 
 class NoteWriters:
     """Client threads that create notes until stopped, recording every outcome."""
@@ -492,17 +535,20 @@ class NoteWriters:
         for thread in self.threads:
             thread.join(timeout=40)
 
+
 def api_token(server, username="loaduser"):
     """Register a user through the running server's API and return a Bearer token."""
     api, credentials = LiveClient(server.url), {"username": username, "password": PASSWORD}
     assert api.post_json("/api/users", credentials).status == 201
     return api.post_json("/api/token", credentials).json["access_token"]
 
+
 def stored_notes(database):
     """{title: id} of every note in the database file, and its integrity check."""
     with contextlib.closing(sqlite3.connect(database)) as db:
         notes = dict(db.execute("SELECT title, id FROM notes").fetchall())
         return notes, db.execute("PRAGMA integrity_check").fetchone()[0]
+
 
 def gunicorn_workers(server):
     """The pids of the gunicorn master's worker processes."""
@@ -513,6 +559,7 @@ def gunicorn_workers(server):
             if int(fields[1]) == server.proc.pid:  # fields: state, ppid, …
                 pids.add(int(stat.parent.name))
     return pids
+
 
 @contextlib.contextmanager
 def serve_in_thread(app):
@@ -526,6 +573,7 @@ def serve_in_thread(app):
         server.shutdown()
         thread.join(timeout=10)
         server.server_close()
+
 
 def dump_dom(url, tmp_path, timeout=60):
     """The DOM of `url` after its scripts ran, from headless Chromium, killed if it hangs."""
@@ -548,9 +596,176 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 LOAD_SECONDS = 20
 
 
+def work_tree():
+    """Every file in the checkout but git's and Python's caches."""
+    skip = {".git", "__pycache__", ".pytest_cache"}
+    return {str(path.relative_to(ROOT)) for path in ROOT.rglob("*")
+            if not skip.intersection(path.relative_to(ROOT).parts)}
+
+
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs "
+                                 "it with apt-get when it runs as root)")
+
+
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
+
+
+GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
+
+
+def bash_blocks(path):
+    """The ```bash blocks of a Markdown file, as written."""
+    return re.findall(r"^```bash\n(.*?)^```$", path.read_text(), re.M | re.S)
+
+
+def documented(command):
+    """The one bash block of docs/deployment.md that contains `command`."""
+    blocks = [block for block in bash_blocks(DEPLOYMENT_DOC) if command in block]
+    assert len(blocks) == 1, f"docs/deployment.md has {len(blocks)} blocks with {command!r}"
+    return blocks[0]
+
+
+@pytest.fixture
+def clean_work_tree():
+    """The test leaves no file in the checkout (databases, keys, logs and pid files go elsewhere)."""
+    before = work_tree()
+    yield
+    assert work_tree() == before
+
+
+def shell_environment(tmp_path, **settings):
+    """The environment documented commands run in: this Python's gunicorn, a temporary database."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FLASK_DATABASE": str(tmp_path / "deploy.sqlite"), "FLASK_SECRET_KEY": TEST_SECRET,
+            **settings}
+
+
+# gunicorn's settings: deploy/gunicorn.conf.py ------------------------------
+
+
+def load_gunicorn_conf(environ):
+    """gunicorn's effective settings from deploy/gunicorn.conf.py under `environ`."""
+    config = GunicornConfig()
+    namespace = {}
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(environ)
+        exec(compile(GUNICORN_CONF.read_text(), str(GUNICORN_CONF), "exec"), namespace)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    for name, value in namespace.items():
+        if name in config.settings:
+            config.set(name, value)
+    return config
+
+
+FORGED_SCHEME = {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on",
+                 "X-Forwarded-Protocol": "ssl"}
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(tmp_path, upstreams, edits=(), name="nginx"):
+    """nginx with deploy/nginx.conf (as test_app's nginx_config adapts it), whatever the
+    upstreams' state: it is ready once its port accepts connections."""
+    temp, port = tmp_path / name, free_port()
+    temp.mkdir()
+    text = nginx_config(temp, port, upstreams)
+    for old, new in edits:
+        assert old in text, f"deploy/nginx.conf no longer contains {old!r}"
+        text = text.replace(old, new)
+    (temp / "nginx.conf").write_text(text)
+    main = f"daemon off; pid {temp}/nginx.pid;" + (" user root;" if os.geteuid() == 0 else "")
+    command = [NGINX, "-p", f"{temp}/", "-c", str(temp / "nginx.conf"),
+               "-e", f"{temp}/error.log", "-g", main]
+    check = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=10)
+    assert check.returncode == 0, check.stderr
+    with open(temp / "output.log", "wb") as output:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        def accepting():
+            try:
+                LiveClient(f"http://127.0.0.1:{port}").get("/static/style.css")
+                return True
+            except OSError:
+                return False
+        wait_for(accepting, "nginx to listen")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def stalled_instance():
+    """A port that accepts connections (the kernel does) and never answers: a stalled app."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+def assert_security_headers(reply):
+    assert [(name, reply.headers.get_all(name)) for name, _ in tour.SECURITY_HEADERS] == [
+        (name, [value]) for name, value in tour.SECURITY_HEADERS], reply.headers
+
+
+def token_for(url, username="ada"):
+    """Register `username` through the API at `url`; Bearer headers for it."""
+    client = LiveClient(url)
+    credentials = {"username": username, "password": PASSWORD}
+    assert client.post_json("/api/users", credentials).status == 201
+    token = client.post_json("/api/token", credentials).json["access_token"]
+    return {"Authorization": "Bearer " + token}
+
+
+class WriteLoad:
+    """Threads creating notes through `url` until stopped; every answer and error recorded."""
+
+    def __init__(self, url, headers, threads=6):
+        self.url, self.headers, self.stop = url, headers, threading.Event()
+        self.replies, self.errors, self.lock = [], [], threading.Lock()
+        self.threads = [threading.Thread(target=self.write, args=(n,)) for n in range(threads)]
+
+    def write(self, thread):
+        client, number = LiveClient(self.url), 0
+        while not self.stop.is_set():
+            title = f"t{thread}-{number}"
+            number += 1
+            try:
+                reply = client.post_json("/api/notes", {"title": title}, self.headers)
+                result = (title, reply.status, reply.json.get("id") if reply.status == 201 else
+                          reply.text[:200])
+            except Exception as error:  # a reset connection, a timeout: the client saw an error
+                with self.lock:
+                    self.errors.append((title, repr(error)))
+                continue
+            with self.lock:
+                self.replies.append(result)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=20)
+
+
+def run_documented(command, env, timeout=60):
+    result = subprocess.run(["bash", "-c", documented(command)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 # ---------------------------------------------------------------------------
 # 1. Flask setup & project structure
 # ---------------------------------------------------------------------------
+
 
 def test_module_level_app_serves_the_tour(clean_environment, tmp_path, monkeypatch):
     monkeypatch.setenv("FLASK_SECRET_KEY", TEST_SECRET)
@@ -559,16 +774,13 @@ def test_module_level_app_serves_the_tour(clean_environment, tmp_path, monkeypat
     assert tour.app.name == "app"  # built on first lookup, as `flask run` and gunicorn look it up
     assert tour.app.test_client().get("/").status_code == 200
 
-def work_tree_listing():
-    """Every file name in the checkout, outside .git and byte-code caches."""
-    return sorted(str(path.relative_to(ROOT)) for path in ROOT.rglob("*")
-                  if ".git" not in path.parts and "__pycache__" not in path.parts)
 
 def test_importing_the_module_writes_nothing():
-    before = work_tree_listing()
+    before = work_tree()
     environment = {key: value for key, value in os.environ.items() if not key.startswith("FLASK_")}
     subprocess.run([sys.executable, "-B", "-c", "import app"], cwd=ROOT, env=environment, check=True)
-    assert work_tree_listing() == before
+    assert work_tree() == before
+
 
 def test_create_app_builds_independent_apps(tmp_path):
     first = create_app({"TESTING": True, "DATABASE": str(tmp_path / "a.sqlite")},
@@ -580,11 +792,13 @@ def test_create_app_builds_independent_apps(tmp_path):
     assert second.test_client().get("/healthz").status_code == 200
     assert count_rows(first, "users") == 1 and count_rows(second, "users") == 0
 
+
 def test_requirements_are_pinned_and_minimal():
     lines = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip()]
     names = {line.split("==")[0].lower() for line in lines}
     assert names == {"flask", "python-dotenv", "pytest", "gunicorn"}
     assert all("==" in line for line in lines)
+
 
 def test_env_example_documents_every_setting(app):
     example = (ROOT / ".env.example").read_text()
@@ -593,9 +807,25 @@ def test_env_example_documents_every_setting(app):
         assert f"FLASK_{key}=" in example, key
 
 
+def test_readme_first_screen_has_a_virtualenv_and_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:40])
+    blocks = bash_blocks(ROOT / "README.md")
+    run, test = blocks[0], blocks[1]
+    assert "python3 -m venv .venv" in run and ". .venv/bin/activate" in run
+    assert run.strip().endswith("python -m pip install -r requirements.txt && flask run")
+    assert test.strip() == "python -m pip install -r requirements.txt && python -m pytest"
+    assert run in first_screen and test in first_screen
+    assert "sudo" not in readme and "sudo" not in DEPLOYMENT_DOC.read_text()
+    assert "docs/deployment.md" in readme and "docs/performance.md" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.rstrip().splitlines()[-1] == test.strip()  # .ci/run runs the README's command
+
+
 # ---------------------------------------------------------------------------
 # 2. Routing (@app.route)
 # ---------------------------------------------------------------------------
+
 
 def test_tour_lists_all_fourteen_topics(client):
     page = client.get("/").get_data(as_text=True)
@@ -604,6 +834,7 @@ def test_tour_lists_all_fourteen_topics(client):
         assert topic.summary.replace("`", "")[:20] in page.replace("`", "")
     assert len(tour.TOPICS) == 14
 
+
 @pytest.mark.parametrize("number", range(1, 15))
 def test_topic_page_shows_its_own_section(client, number):
     page = client.get(f"/topics/{number}").get_data(as_text=True)
@@ -611,11 +842,13 @@ def test_topic_page_shows_its_own_section(client, number):
     other = number % 14 + 1
     assert f"# {other}. " not in page.replace(f"{other}. {tour.TOPICS[other - 1].title}", "")
 
+
 @pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/no-such-page"])
 def test_unknown_topic_is_the_404_page(client, url):
     response = client.get(url)
     assert response.status_code == 404
     assert "404 · Not Found" in response.get_data(as_text=True)
+
 
 @pytest.mark.parametrize("signed_in", [False, True])
 def test_every_internal_link_answers_below_400(client, logged_in, signed_in):
@@ -631,9 +864,11 @@ def test_every_internal_link_answers_below_400(client, logged_in, signed_in):
     assert not broken
     assert len(results) > 30
 
+
 def topic_links(html):
     """The rel=prev / rel=next hrefs of a topic page's topic navigation."""
     return set(re.findall(r'<a rel="(prev|next)" href="/topics/(\d+)"', html))
+
 
 @pytest.mark.parametrize("number", range(1, 15))
 def test_previous_and_next_topic_links(client, number):
@@ -647,9 +882,11 @@ def test_previous_and_next_topic_links(client, number):
 # 4. Templates (Jinja2)
 # ---------------------------------------------------------------------------
 
+
 def test_welcome_renders_the_cheat_sheet_template(client):
     page = client.get("/welcome/Ada").get_data(as_text=True)
     assert "<h1>Hello Ada</h1>" in page
+
 
 @pytest.mark.parametrize("url", ["/", "/topics/4", "/welcome/x", "/user/x", "/login", "/register",
                                  "/config", "/hooks", "/errors/404"])
@@ -657,10 +894,12 @@ def test_every_page_extends_the_base_layout(client, url):
     page = client.get(url).get_data(as_text=True)
     assert 'class="site-header"' in page and 'href="/static/style.css"' in page
 
+
 def test_flashed_messages_appear_once(client, auth):
     first = auth.register(follow_redirects=True).get_data(as_text=True)
     assert "Your account is ready." in first
     assert "Your account is ready." not in client.get("/notes").get_data(as_text=True)
+
 
 def test_template_links_to_the_current_blueprint_are_not_shared_between_blueprints(app):
     for name in ("shop", "blog"):
@@ -671,10 +910,12 @@ def test_template_links_to_the_current_blueprint_are_not_shared_between_blueprin
     client = app.test_client()
     assert [client.get(path).text for path in ("/shop/", "/blog/")] == ["/shop/", "/blog/"]
 
+
 def test_every_template_extends_base():
     for template in (ROOT / "templates").glob("*.html"):
         if not template.name.startswith("_") and template.name != "base.html":
             assert '{% extends "base.html" %}' in template.read_text(), template.name
+
 
 class FieldCollector(HTMLParser):
     """Collects a page's form fields, label targets, ids and aria-describedby references."""
@@ -692,6 +933,7 @@ class FieldCollector(HTMLParser):
             self.fields.append(attrs)
         self.described_by += (attrs.get("aria-describedby") or "").split()
 
+
 def test_every_form_field_is_labelled_and_its_errors_exist(client, logged_in):
     for url, response in crawled_pages(client, logged_in).items():
         page = FieldCollector()
@@ -700,12 +942,14 @@ def test_every_form_field_is_labelled_and_its_errors_exist(client, logged_in):
             assert field.get("id") in page.labelled or field.get("aria-label"), (url, field)
         assert set(page.described_by) <= page.ids, url
 
+
 def css_colours(css):
     """The light and the dark values of the stylesheet's colour variables."""
     dark_start = css.index("@media (prefers-color-scheme: dark)")
     light = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", css[:dark_start]))
     dark = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", css[dark_start:css.index("}", dark_start)]))
     return {"light": light, "dark": {**light, **dark}}
+
 
 def contrast(first, second):
     """The WCAG 2 contrast ratio of two #rrggbb colours."""
@@ -722,6 +966,7 @@ TEXT_PAIRS = [("fg", "bg"), ("fg", "card"), ("muted", "bg"), ("muted", "card"), 
              (f"tok-{kind}", "code-bg")
              for kind in ("keyword", "string", "comment", "number", "definition", "decorator")]
 
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_colours_meet_wcag_aa_contrast(scheme):
     colours = css_colours((ROOT / "static" / "style.css").read_text())[scheme]
@@ -736,6 +981,7 @@ def test_colours_meet_wcag_aa_contrast(scheme):
 # --- 4: attacks and faults ---------------------------------------------------
 
 XSS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "'><svg onload=alert(1)>"]
+
 
 @pytest.mark.parametrize("payload", XSS)
 def test_xss_payloads_come_back_escaped_on_every_page(client, logged_in, payload):
@@ -766,10 +1012,12 @@ def test_xss_payloads_come_back_escaped_on_every_page(client, logged_in, payload
 # 7. JSON responses (jsonify)
 # ---------------------------------------------------------------------------
 
+
 def test_data_is_the_cheat_sheet_json(client):
     response = client.get("/data")
     assert response.mimetype == "application/json"
     assert response.json == {"name": "Nutan", "role": "DevOps Engineer"}
+
 
 @pytest.mark.parametrize("method, url", [("get", "/api/nope"), ("get", "/api/notes"),
                                          ("post", "/api/token"), ("get", "/api/notes/1")])
@@ -779,6 +1027,7 @@ def test_api_errors_are_problem_json(client, method, url):
     assert response.mimetype == "application/problem+json"
     assert {"type", "title", "status", "detail"} <= set(response.json)
     assert response.json["status"] == response.status_code
+
 
 def test_pages_answer_json_errors_to_clients_that_prefer_json(client):
     response = client.get("/no-such-page", headers={"Accept": "application/json"})
@@ -791,11 +1040,13 @@ def test_pages_answer_json_errors_to_clients_that_prefer_json(client):
 API_BODY_TARGETS = [("POST", "/api/users"), ("POST", "/api/token"), ("POST", "/api/notes"),
                     ("PUT", "/api/notes/1"), ("PATCH", "/api/notes/1")]
 
+
 def send_body(client, method, url, **kwargs):
     """Send a body to one of the API's body-taking operations, as the owner of note 1."""
     headers = api_headers(client)
     client.post("/api/notes", json={"title": "mine"}, headers=headers)
     return client.open(url, method=method, headers=headers, **kwargs)
+
 
 @pytest.mark.parametrize("method, url", API_BODY_TARGETS)
 @pytest.mark.parametrize("kwargs", [{"data": "title=x"}, {"data": "title=x", "content_type":
@@ -806,6 +1057,7 @@ def send_body(client, method, url, **kwargs):
 def test_wrong_content_type_is_415(client, method, url, kwargs):
     response = send_body(client, method, url, **kwargs)
     assert response.status_code == 415 and response.mimetype == "application/problem+json"
+
 
 @pytest.mark.parametrize("method, url", API_BODY_TARGETS)
 @pytest.mark.parametrize("body", ['{"title": ', "{'title': 'x'}", '{"title": "x"} trailing',
@@ -818,17 +1070,20 @@ def test_malformed_deeply_nested_or_non_utf8_json_is_400(client, app, method, ur
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
     assert count_rows(app, "notes") == 1
 
+
 @pytest.mark.parametrize("method, url", API_BODY_TARGETS)
 @pytest.mark.parametrize("body", ["null", "[]", '[{"title": "x"}]', "42", "1e999", '"title"', "true"])
 def test_json_null_list_or_number_body_is_422(client, method, url, body):
     response = send_body(client, method, url, data=body, content_type="application/json")
     assert response.status_code == 422 and "must be an object" in response.json["detail"]
 
+
 def test_huge_json_object_is_422_not_500(client, app):
     body = json.dumps({f"field{n}": n for n in range(50_000)})
     assert len(body) < app.config["MAX_CONTENT_LENGTH"]
     response = send_body(client, "POST", "/api/notes", data=body, content_type="application/json")
     assert response.status_code == 422 and response.json["errors"]["title"]
+
 
 @pytest.mark.parametrize("method, url, kwargs", [
     ("POST", "/notes", {"data": b"title=%FF%FE&body=%C3%28", "content_type":
@@ -853,6 +1108,7 @@ def test_non_utf8_bytes_never_give_a_500(client, logged_in, method, url, kwargs)
     response = client.open(url, method=method, headers=headers, **kwargs)
     assert response.status_code < 500
 
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_the_bare_api_path_answers_problem_json(client, method):
     response = client.open("/api", method=method)
@@ -862,6 +1118,7 @@ def test_the_bare_api_path_answers_problem_json(client, method):
 # ---------------------------------------------------------------------------
 # 8. Flask configurations & environment variables
 # ---------------------------------------------------------------------------
+
 
 def test_settings_precedence(clean_environment, tmp_path):
     settings = tmp_path / "settings.py"
@@ -881,6 +1138,7 @@ def test_settings_precedence(clean_environment, tmp_path):
     assert sources["MAX_CONTENT_LENGTH"] == "create_app() argument"
     assert sources.get("LOGIN_FAILURE_WINDOW") is None  # the default of the section that uses it
 
+
 def test_dotenv_fills_but_never_overrides_the_environment(clean_environment, tmp_path):
     (tmp_path / ".env").write_text("FLASK_LOGIN_MAX_FAILURES=9\nFLASK_TRUSTED_PROXIES=3\n")
     clean_environment.setenv("FLASK_TRUSTED_PROXIES", "1")
@@ -890,6 +1148,7 @@ def test_dotenv_fills_but_never_overrides_the_environment(clean_environment, tmp
         assert app.config["TRUSTED_PROXIES"] == 1
     finally:
         os.environ.pop("FLASK_LOGIN_MAX_FAILURES", None)
+
 
 def test_no_configuration_generates_one_private_secret_key(clean_environment, tmp_path):
     instance = tmp_path / "instance"
@@ -903,6 +1162,7 @@ def test_no_configuration_generates_one_private_secret_key(clean_environment, tm
     assert not first.debug
     assert first.test_client().get("/").status_code == 200
 
+
 def test_config_page_masks_secrets_and_shows_sources(client, app):
     page = client.get("/config").get_data(as_text=True)
     assert TEST_SECRET not in page and JWT_TEST_KEY not in page
@@ -912,9 +1172,11 @@ def test_config_page_masks_secrets_and_shows_sources(client, app):
                      r"<td>Flask Tour default</td>", page)
     assert "create_app() argument" in page
 
+
 def read_key_when_released(instance, barrier, keys):
     barrier.wait()
     keys.put(tour.instance_secret_key(instance))
+
 
 def race_for_a_secret_key(instance, racers=8):
     """Let `racers` processes read the key of a new instance folder at the same moment."""
@@ -929,6 +1191,7 @@ def race_for_a_secret_key(instance, racers=8):
         process.join(timeout=10)
     return results
 
+
 def test_processes_racing_for_a_new_secret_key_all_get_the_same_one(tmp_path):
     for attempt in range(25):  # each race is short: run several to give a bug many chances
         instance = tmp_path / str(attempt)
@@ -938,6 +1201,7 @@ def test_processes_racing_for_a_new_secret_key_all_get_the_same_one(tmp_path):
 
 # --- 8: attacks and faults ---------------------------------------------------
 
+
 def test_secret_key_file_is_private_even_with_a_permissive_umask(clean_environment, tmp_path):
     previous = os.umask(0)
     try:
@@ -945,6 +1209,7 @@ def test_secret_key_file_is_private_even_with_a_permissive_umask(clean_environme
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "instance" / "secret_key").stat().st_mode) == 0o600
+
 
 @pytest.mark.parametrize("name", ["SECRET_KEY", "JWT_SECRET_KEY"])
 @pytest.mark.parametrize("key", ["", "weak-Key-42", "x" * 31, tour.EXAMPLE_SECRET, b"x" * 31,
@@ -963,10 +1228,12 @@ def test_weak_secret_keys_are_refused_outside_debug_and_testing(clean_environmen
     assert create_app({name: key, "DEBUG": True}, instance_path=str(tmp_path))
     assert create_app({name: "x" * 32}, instance_path=str(tmp_path))
 
+
 def test_weak_secret_key_from_the_environment_is_refused(clean_environment, tmp_path):
     clean_environment.setenv("FLASK_SECRET_KEY", "1234")
     with pytest.raises(RuntimeError, match="FLASK_SECRET_KEY"):
         create_app(instance_path=str(tmp_path))
+
 
 def test_config_page_never_shows_secrets_or_the_key_file(clean_environment, tmp_path):
     settings = tmp_path / "settings.py"
@@ -985,6 +1252,7 @@ def test_config_page_never_shows_secrets_or_the_key_file(clean_environment, tmp_
     assert "JWT_ACCESS_TOKEN_EXPIRES</code></th><td><code>900" in page
     assert not app.debug
 
+
 def test_debug_mode_is_off_unless_explicitly_enabled(clean_environment, tmp_path):
     assert not create_app(instance_path=str(tmp_path)).debug
     clean_environment.setenv("FLASK_DEBUG", "1")
@@ -994,6 +1262,7 @@ def test_debug_mode_is_off_unless_explicitly_enabled(clean_environment, tmp_path
 # ---------------------------------------------------------------------------
 # 9. Database integration (sqlite3)
 # ---------------------------------------------------------------------------
+
 
 def test_get_db_is_one_connection_per_request_closed_at_teardown(app):
     with app.app_context():
@@ -1007,10 +1276,12 @@ def test_get_db_is_one_connection_per_request_closed_at_teardown(app):
     with pytest.raises(sqlite3.ProgrammingError):  # closed at teardown
         db.execute("SELECT 1")
 
+
 def test_a_request_that_fails_halfway_leaves_nothing_written(app):
     with app.app_context():
         tour.get_db().execute("INSERT INTO users (username, password_hash) VALUES ('half', 'x')")
     assert count_rows(app, "users") == 0
+
 
 def test_schema_is_created_on_first_use(app):
     assert not os.path.exists(app.config["DATABASE"])
@@ -1018,6 +1289,7 @@ def test_schema_is_created_on_first_use(app):
         tables = {row[0] for row in tour.get_db().execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"users", "notes", "login_failures", "revoked_tokens"} <= tables
+
 
 def test_init_db_command_recreates_the_schema(runner, client, app):
     api_headers(client)
@@ -1027,6 +1299,7 @@ def test_init_db_command_recreates_the_schema(runner, client, app):
 
 
 # --- 9: attacks and faults ---------------------------------------------------
+
 
 def test_a_busy_database_is_503_with_retry_after_never_500(app, client, monkeypatch, caplog):
     monkeypatch.setattr(tour, "BUSY_TIMEOUT", 0.2)
@@ -1049,6 +1322,7 @@ def test_a_busy_database_is_503_with_retry_after_never_500(app, client, monkeypa
     assert count_rows(app, "notes") == 0
     assert client.post("/api/notes", json={"title": "now"}, headers=headers).status_code == 201
 
+
 @contextlib.contextmanager
 def read_only_directory(path):
     """Make `path` read-only, even for root (chattr +i), until the block ends."""
@@ -1063,6 +1337,7 @@ def read_only_directory(path):
         yield
     finally:
         restore()
+
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new database", "existing database"])
 def test_read_only_database_directory_is_503_and_logged(tmp_path, caplog, existing):
@@ -1091,6 +1366,7 @@ def test_read_only_database_directory_is_503_and_logged(tmp_path, caplog, existi
     assert "Health check failed" in caplog.text and "Database unavailable" in caplog.text
     assert "Traceback" not in caplog.text and "Unhandled exception" not in caplog.text
 
+
 def database_in_a_folder_removed_after_start_up(tmp_path):
     """An app whose database folder existed at start-up and is gone now."""
     folder = tmp_path / "gone"
@@ -1099,6 +1375,7 @@ def database_in_a_folder_removed_after_start_up(tmp_path):
                      instance_path=str(tmp_path / "i"))
     folder.rmdir()
     return app
+
 
 def test_database_errors_are_503_not_500(tmp_path, caplog):
     app = database_in_a_folder_removed_after_start_up(tmp_path)
@@ -1117,6 +1394,7 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
 # 10. Models (an ORM-style layer over sqlite3)
 # ---------------------------------------------------------------------------
 
+
 def test_user_model(app):
     with app.app_context():
         user = User.create("Grace", PASSWORD)
@@ -1126,6 +1404,7 @@ def test_user_model(app):
         with pytest.raises(UsernameTaken):
             User.create("GRACE", PASSWORD)
         assert User.get(0) is None and User.get(2**80) is None and User.get("1") is None
+
 
 def test_note_model_and_cascade(app):
     with app.app_context():
@@ -1140,6 +1419,7 @@ def test_note_model_and_cascade(app):
         user.delete()
         assert Note.get_for_user(note.id, user.id) is None
 
+
 def test_password_hash_is_werkzeugs_default_method(app, monkeypatch):
     monkeypatch.setattr(tour, "generate_password_hash", werkzeug.security.generate_password_hash)
     default_method = werkzeug.security.generate_password_hash("x").split("$")[0]
@@ -1153,6 +1433,7 @@ def test_password_hash_is_werkzeugs_default_method(app, monkeypatch):
 
 SQL_INJECTIONS = ["' OR 1=1 --", '"; DROP TABLE users; --', "%' --", "\\", "1; DELETE FROM notes"]
 
+
 @pytest.mark.parametrize("text", SQL_INJECTIONS)
 def test_sql_injection_is_stored_as_text(app, text):
     with app.app_context():
@@ -1165,6 +1446,7 @@ def test_sql_injection_is_stored_as_text(app, text):
         assert [n.id for n in found.items] == [note.id]
         assert User.find(text) is None
     assert count_rows(app, "users") == 2
+
 
 @pytest.mark.parametrize("text", SQL_INJECTIONS)
 def test_sql_injection_through_every_field_and_query_parameter(client, logged_in, app, text):
@@ -1187,6 +1469,7 @@ def test_sql_injection_through_every_field_and_query_parameter(client, logged_in
     assert [tuple(row) for row in rows] == [(text, text), (text, text)]
     assert count_rows(app, "users") == 2
 
+
 def test_passwords_are_never_stored_or_logged_in_clear(client, auth, app, caplog, tmp_path):
     with caplog.at_level("DEBUG"):
         auth.register()
@@ -1208,12 +1491,14 @@ def test_passwords_are_never_stored_or_logged_in_clear(client, auth, app, caplog
 
 # --- 11.1 Sessions and login -------------------------------------------------
 
+
 def test_login_required_redirects_with_next(client, auth):
     response = client.get("/notes?page=2")
     assert response.headers["Location"] == "/login?next=/notes?page%3D2"
     auth.register()
     auth.logout()
     assert auth.login(next="/notes?page=2").headers["Location"] == "/notes?page=2"
+
 
 def test_a_permanent_session_is_still_refreshed_on_every_request(app, client):
     @app.route("/remember-me")
@@ -1223,6 +1508,7 @@ def test_a_permanent_session_is_still_refreshed_on_every_request(app, client):
     client.get("/remember-me")
     refreshed = client.get("/data").headers.get("Set-Cookie", "")  # /data never reads it
     assert refreshed.startswith("session=") and "Expires=" in refreshed
+
 
 def test_without_a_secret_key_the_session_says_so(app, client, caplog):
     app.secret_key = None
@@ -1237,6 +1523,7 @@ def test_without_a_secret_key_the_session_says_so(app, client, caplog):
 
 # --- 11.1: attacks and faults ------------------------------------------------
 
+
 def test_session_cookie_is_httponly_samesite_lax_and_secure_when_configured(client, auth, tmp_path):
     cookie = auth.register().headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" not in cookie
@@ -1244,6 +1531,7 @@ def test_session_cookie_is_httponly_samesite_lax_and_secure_when_configured(clie
                              "DATABASE": str(tmp_path / "secure.sqlite")},
                             instance_path=str(tmp_path / "secure"))
     assert "; Secure" in configured.test_client().get("/login").headers["Set-Cookie"]
+
 
 def test_session_fixation_is_prevented_by_a_fresh_session_on_login(client, auth):
     auth.register()
@@ -1257,6 +1545,7 @@ def test_session_fixation_is_prevented_by_a_fresh_session_on_login(client, auth)
         assert "planted" not in session and session.get("csrf_token") != "chosen-by-the-attacker"
         assert "user_id" in session
 
+
 def test_session_is_cleared_on_logout(client, logged_in):
     logged_in.token("/")  # the page gives the session its CSRF token
     with client.session_transaction() as session:
@@ -1266,6 +1555,7 @@ def test_session_is_cleared_on_logout(client, logged_in):
     with client.session_transaction() as session:
         assert not {"planted", "user_id"} & set(session)
         assert session.get("csrf_token") != old_token
+
 
 @pytest.mark.parametrize("next_url, expected", [
     ("/notes?page=2", "/notes?page=2"),
@@ -1285,6 +1575,7 @@ def test_open_redirect_via_next_lands_on_this_site(client, auth, next_url, expec
     auth.logout()
     assert auth.login(next=next_url).headers["Location"] == expected
 
+
 def test_user_enumeration_via_the_login_message_is_impossible(client, auth):
     auth.register()
     auth.logout()
@@ -1297,6 +1588,7 @@ def test_user_enumeration_via_the_login_message_is_impossible(client, auth):
         html = auth.login(username, password).get_data(as_text=True)
         return re.search(r'<p class="error"[^>]* role="alert">([^<]*)</p>', html)[1]
     assert form_error("nobody", PASSWORD) == form_error("alice", "wrong password")
+
 
 @pytest.mark.parametrize("username", ["alice", "nobody", ""], ids=["wrong password", "unknown user",
                                                                    "no username"])
@@ -1312,9 +1604,11 @@ def test_user_enumeration_via_timing_is_prevented_by_always_checking_a_hash(clie
     client.post("/api/token", json={"username": username or "nobody", "password": "wrong password"})
     assert len(calls) == 2
 
+
 def failed_login(auth, username, address):
     """One failed form login for `username` from the client address `address`."""
     return auth.login(username, "wrong password", environ_base={"REMOTE_ADDR": address})
+
 
 def test_brute_force_on_one_username_is_throttled_with_retry_after(client, auth):
     auth.register()
@@ -1330,6 +1624,7 @@ def test_brute_force_on_one_username_is_throttled_with_retry_after(client, auth)
     assert client.post("/api/token", json={"username": "bob", "password": PASSWORD}
                        ).status_code == 401
 
+
 def test_password_spraying_from_one_address_is_throttled(client, auth):
     auth.register()
     auth.logout()
@@ -1342,6 +1637,7 @@ def test_password_spraying_from_one_address_is_throttled(client, auth):
     assert api.status_code == 429 and "Retry-After" in api.headers
     assert auth.login(environ_base={"REMOTE_ADDR": "203.0.113.8"}).status_code == 302
 
+
 def test_password_spraying_cannot_reset_its_count_by_logging_in_to_its_own_account(client, auth):
     auth.register("mallory")
     auth.logout()
@@ -1351,6 +1647,7 @@ def test_password_spraying_cannot_reset_its_count_by_logging_in_to_its_own_accou
     auth.logout()
     assert failed_login(auth, "frank", "203.0.113.7").status_code == 200
     assert failed_login(auth, "grace", "203.0.113.7").status_code == 429
+
 
 def test_parallel_guesses_cannot_all_slip_under_the_limit(app, client, monkeypatch):
     client.post("/api/users", json={"username": "alice", "password": PASSWORD})
@@ -1382,6 +1679,7 @@ def test_parallel_guesses_cannot_all_slip_under_the_limit(app, client, monkeypat
         thread.join(timeout=10)
     assert sorted(finished) == [401] * 5 + [429] * 7
 
+
 def test_a_successful_login_resets_the_failure_count(client, auth):
     auth.register()
     auth.logout()
@@ -1392,6 +1690,7 @@ def test_a_successful_login_resets_the_failure_count(client, auth):
     for _ in range(4):
         assert auth.login(password="wrong password").status_code == 200
     assert auth.login().status_code == 302
+
 
 def test_login_throttle_is_shared_by_every_worker(client, auth, app):
     auth.register()
@@ -1404,9 +1703,11 @@ def test_login_throttle_is_shared_by_every_worker(client, auth, app):
 
 # --- 11.2 JSON Web Tokens ----------------------------------------------------
 
+
 def test_jwt_round_trip():
     claims = {"sub": "1", "exp": time.time() + 60}
     assert jwt_decode(jwt_encode(claims, KEY), KEY) == claims
+
 
 def test_token_lifetime_is_configurable(app, client):
     app.config["JWT_ACCESS_TOKEN_EXPIRES"] = 60
@@ -1419,8 +1720,10 @@ def test_token_lifetime_is_configurable(app, client):
 PYJWT_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
                "Qe_c7VelRNlARf8s8FxMt4vxplUUgwSKEnJaVsgDLGg")
 
+
 def test_tokens_from_a_standard_library_are_accepted():
     assert jwt_decode(PYJWT_TOKEN, KEY) == {"sub": "1", "exp": 4102444800}
+
 
 def test_missing_token_is_401_with_bare_bearer_challenge(client):
     for headers in ({}, {"Authorization": "Basic YTpi"}, {"Authorization": "Bearer"}):
@@ -1439,6 +1742,7 @@ RFC7515_A1_TOKEN = (
 
 RFC7515_A1_KEY = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
 
+
 def test_jwt_rfc7515_a1_vector_signature_is_reproduced_and_token_is_expired():
     header, payload, signature = RFC7515_A1_TOKEN.split(".")
     key = tour.b64url_decode(RFC7515_A1_KEY)
@@ -1449,11 +1753,13 @@ def test_jwt_rfc7515_a1_vector_signature_is_reproduced_and_token_is_expired():
     claims = jwt_decode(RFC7515_A1_TOKEN, key, now=1300819380 - 60)  # the RFC's own time
     assert claims == {"iss": "joe", "exp": 1300819380, "http://example.com/is_root": True}
 
+
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 @pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
 def test_jwt_alg_none_is_rejected(token_client, alg, signed):
     token = forge({"alg": alg, "typ": "JWT"}, valid_claims())
     assert_invalid_token(token_client, token if signed else token.rsplit(".", 1)[0] + ".")
+
 
 @pytest.mark.parametrize("header", [
     {"alg": "HS512"}, {"alg": "HS384"}, {"alg": "RS256"}, {"alg": "ES256"}, {"alg": "PS256"},
@@ -1462,6 +1768,7 @@ def test_jwt_alg_none_is_rejected(token_client, alg, signed):
 ], ids=repr)
 def test_jwt_alg_other_than_hs256_is_rejected(token_client, header):
     assert_invalid_token(token_client, forge(header, valid_claims()))
+
 
 @pytest.mark.parametrize("name, value", [
     ("kid", "key-1"), ("kid", "../../../../dev/null"), ("kid", "' OR 1=1 --"),
@@ -1475,10 +1782,12 @@ def test_jwt_key_selection_header_is_rejected_never_followed(token_client, monke
     monkeypatch.setattr(socket, "create_connection", no_network)
     assert_invalid_token(token_client, forge({**HS256, name: value}, valid_claims()))
 
+
 @pytest.mark.parametrize("key", [b"another-key-that-is-long-enough-0123456789", TEST_SECRET.encode(),
                                  b"", KEY + b"x"], ids=["other", "session secret", "empty", "longer"])
 def test_jwt_signed_with_another_key_is_rejected(token_client, key):
     assert_invalid_token(token_client, forge(HS256, valid_claims(), key))
+
 
 def test_jwt_with_one_character_changed_anywhere_is_rejected(token_client):
     token = forge(HS256, valid_claims())
@@ -1489,6 +1798,7 @@ def test_jwt_with_one_character_changed_anywhere_is_rejected(token_client):
             variants.add(BASE64URL_ALPHABET[BASE64URL_ALPHABET.index(char) ^ 1])
         for variant in variants:
             assert_invalid_token(token_client, token[:position] + variant + token[position + 1:])
+
 
 def malformed_tokens():
     header, payload, signature = forge(HS256, valid_claims()).split(".")
@@ -1509,9 +1819,11 @@ def malformed_tokens():
         "unused bits set": f"{header}.{payload}.{signature[:-1]}{last}",
     }
 
+
 @pytest.mark.parametrize("name", list(malformed_tokens()))
 def test_jwt_malformed_segments_are_rejected(token_client, name):
     assert_invalid_token(token_client, malformed_tokens()[name])
+
 
 @pytest.mark.parametrize("part", ["header", "payload"])
 @pytest.mark.parametrize("text", ["[]", '["HS256"]', '"HS256"', "null", "42", "true", "not json"])
@@ -1520,11 +1832,13 @@ def test_jwt_header_or_payload_that_is_not_a_json_object_is_rejected(token_clien
     token = raw_token(text, payload) if part == "header" else raw_token(header, text)
     assert_invalid_token(token_client, token)
 
+
 def test_jwt_duplicate_members_are_rejected(token_client):
     payload = json.dumps(valid_claims())
     assert_invalid_token(token_client, raw_token('{"alg": "none", "alg": "HS256"}', payload))
     assert_invalid_token(token_client, raw_token(json.dumps(HS256),
                                                  '{"sub": "2", ' + payload[1:]))
+
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
 @pytest.mark.parametrize("value", ["{now}", True, False, None, [], {}, "NaN", "Infinity"])
@@ -1537,6 +1851,7 @@ def test_jwt_time_claim_that_is_not_a_number_is_rejected(token_client, claim, va
         value = str(int(time.time())) if value == "{now}" else value
         token = forge(HS256, {**valid_claims(), claim: value})
     assert "must be a number" in assert_invalid_token(token_client, token).json["detail"]
+
 
 @pytest.mark.parametrize("changes, accepted", [
     ({"exp": -tour.CLOCK_LEEWAY - 10}, False),
@@ -1561,6 +1876,7 @@ def test_jwt_expired_or_not_yet_valid_is_rejected_with_a_small_documented_leeway
         assert_invalid_token(token_client, forge(HS256, claims))
     assert tour.CLOCK_LEEWAY <= 60
 
+
 @pytest.mark.parametrize("size", [tour.MAX_TOKEN_LENGTH, 1_000_000])
 def test_jwt_absurdly_long_token_is_rejected_before_decoding_anything(token_client, monkeypatch,
                                                                       size):
@@ -1570,16 +1886,19 @@ def test_jwt_absurdly_long_token_is_rejected_before_decoding_anything(token_clie
     assert "too long" in assert_invalid_token(token_client, token).json["detail"]
     assert decoded == []
 
+
 @pytest.mark.parametrize("sub", ["999", "0", "-1", "99999999999999999999", "1.0", " 1", "1 ", "",
                                  "\u00b2", "\u0661", "alice", 1, 1.0, True, ["1"], None])
 def test_jwt_sub_that_is_not_an_existing_users_id_is_rejected(token_client, sub):
     assert_invalid_token(token_client, forge(HS256, valid_claims(sub=sub)))
+
 
 def test_jwt_of_a_deleted_user_is_rejected(client, app):
     headers = api_headers(client)
     with app.app_context():
         User.find("alice").delete()
     assert_invalid_token(client, headers["Authorization"].split()[1])
+
 
 def test_jwt_survives_a_restart_and_dies_with_a_key_change(clean_environment, tmp_path):
     def start(instance, **settings):
@@ -1595,6 +1914,7 @@ def test_jwt_survives_a_restart_and_dies_with_a_key_change(clean_environment, tm
     rotated = start("i", JWT_SECRET_KEY=JWT_TEST_KEY[::-1])
     assert_invalid_token(rotated, configured["Authorization"].split()[1])
 
+
 def test_session_cookie_alone_gets_401_on_the_api(client, logged_in):
     assert "Signed in as" in client.get("/").get_data(as_text=True)
     with client:
@@ -1609,10 +1929,12 @@ def test_session_cookie_alone_gets_401_on_the_api(client, logged_in):
 
 # --- 11.3 The API's account endpoints ----------------------------------------
 
+
 def test_duplicate_username_is_409_on_the_api(client):
     client.post("/api/users", json={"username": "Alice", "password": PASSWORD})
     response = client.post("/api/users", json={"username": "aLiCe", "password": PASSWORD})
     assert response.status_code == 409 and response.mimetype == "application/problem+json"
+
 
 def test_token_endpoint_and_me(client):
     client.post("/api/users", json={"username": "alice", "password": PASSWORD})
@@ -1625,10 +1947,12 @@ def test_token_endpoint_and_me(client):
     me = client.get("/api/me", headers={"Authorization": "Bearer " + body["access_token"]})
     assert me.json["username"] == "alice" and "password_hash" not in me.json
 
+
 def test_wrong_credentials_on_the_token_endpoint_carry_a_challenge(client):
     response = client.post("/api/token", json={"username": "nobody", "password": PASSWORD})
     assert response.status_code == 401 and response.mimetype == "application/problem+json"
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
 
 def test_api_logout_revokes_the_token_in_every_worker(client, app):
     headers = api_headers(client)
@@ -1637,6 +1961,7 @@ def test_api_logout_revokes_the_token_in_every_worker(client, app):
         response = worker.get("/api/me", headers=headers)
         assert response.status_code == 401 and "revoked" in response.json["detail"]
     assert client.get("/api/me", headers=api_headers(client)).status_code == 200
+
 
 def test_api_logout_cleans_up_expired_revocations(client, app):
     with app.app_context():
@@ -1649,6 +1974,7 @@ def test_api_logout_cleans_up_expired_revocations(client, app):
 
 # --- 11.3: attacks and faults ------------------------------------------------
 
+
 @pytest.mark.parametrize("password, status", [("1234567", 422), ("12345678", 201)])
 def test_short_passwords_are_refused(client, password, status):
     response = client.post("/api/users", json={"username": "bob", "password": password})
@@ -1659,10 +1985,12 @@ def test_short_passwords_are_refused(client, password, status):
 # 3. URL parameters & query strings
 # ---------------------------------------------------------------------------
 
+
 def test_user_greeting_escapes_the_name(client):
     page = client.get("/user/<img src=x onerror=alert(1)>").get_data(as_text=True)
     assert "Hello, &lt;img src=x onerror=alert(1)&gt;" in page
     assert "<img src=x" not in page
+
 
 @pytest.fixture
 def searchable(client, logged_in):
@@ -1674,18 +2002,22 @@ def searchable(client, logged_in):
         client.post("/api/notes", json={"title": title, "body": body}, headers=headers)
     return headers
 
+
 def search_titles(client, query, page=None):
     url = "/search?q=" + query + (f"&page={page}" if page is not None else "")
     html = client.get(url).get_data(as_text=True)
     return re.findall(r'<li><a href="/notes/\d+/edit">([^<]*)</a>', html)
 
+
 def test_search_matches_title_and_body_case_insensitively(client, searchable):
     assert set(search_titles(client, "flask")) == {"Flask routing", "Jinja"}
+
 
 @pytest.mark.parametrize("query, expected", [("%25", ["100% sure"]), ("_", ["snake_case"]),
                                              ("e_c", ["snake_case"]), ("0%25+s", ["100% sure"])])
 def test_search_treats_wildcards_literally(client, searchable, query, expected):
     assert search_titles(client, query) == expected
+
 
 def test_overlong_search_is_a_message_on_the_page_and_422_on_the_api(client, searchable):
     page = client.get("/search", query_string={"q": "a" * 50_001})
@@ -1694,14 +2026,17 @@ def test_overlong_search_is_a_message_on_the_page_and_422_on_the_api(client, sea
     api = client.get("/api/notes", query_string={"q": "a" * 201}, headers=api_headers(client))
     assert api.status_code == 422 and api.json["errors"] == {"q": "Must be at most 200 characters."}
 
+
 def test_search_without_query_shows_just_the_form(client, searchable):
     page = client.get("/search?q=").get_data(as_text=True)
     assert 'role="search"' in page and "match" not in page
+
 
 def test_search_requires_login(client):
     response = client.get("/search?q=x")
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/login?next=/search?q%3Dx")
+
 
 @pytest.mark.parametrize("page, shown", [(None, 1), ("1", 1), ("2", 2), ("3", 3), ("0", 1),
                                          ("-4", 1), ("abc", 1), ("999", 3), ("1e3", 1),
@@ -1723,11 +2058,13 @@ def test_search_pages_are_clamped(client, logged_in, page, shown):
 # 5. Handling forms & requests (GET, POST)
 # ---------------------------------------------------------------------------
 
+
 def test_register_logs_in_and_redirects(client, auth, app):
     response = auth.register()
     assert response.status_code == 302 and response.headers["Location"] == "/notes"
     assert count_rows(app, "users") == 1
     assert "Signed in as <strong>alice</strong>" in client.get("/notes").get_data(as_text=True)
+
 
 @pytest.mark.parametrize("username, password, field, message", [
     ("", PASSWORD, "username", "This field is required."),
@@ -1750,16 +2087,19 @@ def test_register_validation_rerenders_with_message_and_input(client, auth, app,
     assert password not in html.replace('name="password"', "") or not password
     assert count_rows(app, "users") == 0
 
+
 def test_register_duplicate_username_is_a_form_error(client, auth):
     auth.register("Alice")
     auth.logout()
     html = auth.register("ALICE").get_data(as_text=True)
     assert "That username is already taken." in html
 
+
 def test_missing_form_fields_are_messages_not_bare_400(client, auth):
     response = client.post("/register", data={"csrf_token": auth.token("/register")})
     assert response.status_code == 200
     assert "This field is required." in response.get_data(as_text=True)
+
 
 def test_login_and_logout(client, auth):
     auth.register()
@@ -1769,6 +2109,7 @@ def test_login_and_logout(client, auth):
     assert "Signed in as" in client.get("/").get_data(as_text=True)
     assert auth.logout().status_code == 302
     assert "Signed in as" not in client.get("/").get_data(as_text=True)
+
 
 @pytest.mark.parametrize("username, password", [("alice", "Tr0ub4dor&3-guess"),
                                                 ("nobody", PASSWORD), ("", "")])
@@ -1781,10 +2122,12 @@ def test_login_failure_has_one_message_and_keeps_the_username(auth, username, pa
     assert password not in html or not password
     assert html.count('aria-describedby="form-error"') == 2 and 'id="form-error"' in html
 
+
 def test_logout_requires_post(client):
     response = client.get("/logout")
     assert response.status_code == 405
     assert set(response.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+
 
 def test_note_create_edit_delete(client, logged_in, app):
     token = logged_in.token("/notes")
@@ -1798,6 +2141,7 @@ def test_note_create_edit_delete(client, logged_in, app):
     assert client.post(f"/notes/{note_id}/delete", data={"csrf_token": token}).status_code == 302
     assert count_rows(app, "notes") == 0
 
+
 def test_note_form_errors_keep_input(client, logged_in, app):
     token = logged_in.token("/notes")
     html = client.post("/notes", data={"title": "  ", "body": "keep me", "csrf_token": token}
@@ -1807,6 +2151,7 @@ def test_note_form_errors_keep_input(client, logged_in, app):
                        ).get_data(as_text=True)
     assert "at most 200 characters" in html
     assert count_rows(app, "notes") == 0
+
 
 def test_notes_of_another_user_are_404(client, logged_in):
     headers = api_headers(client, "mallory")
@@ -1820,6 +2165,7 @@ def test_notes_of_another_user_are_404(client, logged_in):
 
 
 # --- 5: attacks and faults ---------------------------------------------------
+
 
 def csrf_attempts():
     """Ways an attacker's request can carry a CSRF token, each as (form field, header)."""
@@ -1849,6 +2195,7 @@ CSRF_TARGETS = [
     ("DELETE", "/notes/1/delete", {}),
 ]
 
+
 @pytest.mark.parametrize("method, url, data", CSRF_TARGETS,
                          ids=[f"{method} {url}" for method, url, _ in CSRF_TARGETS])
 @pytest.mark.parametrize("attempt", list(csrf_attempts()))
@@ -1864,6 +2211,7 @@ def test_cross_site_request_forgery_is_400_and_writes_nothing(client, logged_in,
     assert database_snapshot(app) == before
     assert "Signed in as <strong>alice</strong>" in client.get("/").get_data(as_text=True)
 
+
 def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app):
     token = logged_in.token("/notes")
     response = client.post("/notes", data={"title": "via header"}, headers={"X-CSRFToken": token})
@@ -1874,8 +2222,10 @@ def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app
 # 6. REST APIs with Flask (MethodView)
 # ---------------------------------------------------------------------------
 
+
 def test_hello_resource(client):
     assert client.get("/api/hello").json == {"message": "Hello, World"}
+
 
 def test_note_crud_through_the_api(client):
     headers = api_headers(client)
@@ -1892,6 +2242,7 @@ def test_note_crud_through_the_api(client):
     assert deleted.status_code == 204 and deleted.data == b""
     assert client.get(f"/api/notes/{note['id']}", headers=headers).status_code == 404
 
+
 def test_another_users_note_is_404_for_every_method(client):
     owner = api_headers(client, "owner")
     other = api_headers(client, "other")
@@ -1904,6 +2255,7 @@ def test_another_users_note_is_404_for_every_method(client):
         assert response.json == client.get("/api/notes/999999", headers=other).json
     assert client.get(url, headers=owner).json["title"] == "mine"
     assert client.get("/api/notes", headers=other).json["total"] == 0
+
 
 @pytest.mark.parametrize("body, errors", [
     ({}, {"title": "This field is required."}),
@@ -1922,6 +2274,7 @@ def test_invalid_fields_are_422_with_details(client, app, body, errors):
     assert response.json["errors"] == errors
     assert count_rows(app, "notes") == 0
 
+
 def test_put_replaces_patch_changes_only_what_is_sent(client):
     headers = api_headers(client)
     note_id = client.post("/api/notes", json={"title": "t", "body": "b"}, headers=headers).json["id"]
@@ -1932,6 +2285,7 @@ def test_put_replaces_patch_changes_only_what_is_sent(client):
     patched = client.patch(f"/api/notes/{note_id}", json={"body": "new"}, headers=headers).json
     assert (patched["title"], patched["body"]) == ("only", "new")
     assert client.patch(f"/api/notes/{note_id}", json={}, headers=headers).json == patched
+
 
 def test_collection_pagination_and_search(client):
     headers = api_headers(client)
@@ -1949,6 +2303,7 @@ def test_collection_pagination_and_search(client):
     found = client.get("/api/notes?q=EVEN", headers=headers).json
     assert found["total"] == 13
 
+
 def test_openapi_describes_every_api_route(client, app):
     document = client.get("/api/openapi.json").json
     assert document["openapi"].startswith("3.1")
@@ -1962,6 +2317,7 @@ def test_openapi_describes_every_api_route(client, app):
             for operation in document["paths"][path].values():
                 assert operation["responses"]
 
+
 def test_openapi_schemas_match_the_validation_rules(client):
     schemas = client.get("/api/openapi.json").json["components"]["schemas"]
     assert schemas["NoteInput"]["properties"]["title"]["maxLength"] == 200
@@ -1969,6 +2325,7 @@ def test_openapi_schemas_match_the_validation_rules(client):
 
 
 # --- 6: attacks and faults ---------------------------------------------------
+
 
 @pytest.mark.parametrize("note_id", ["0", "-1", "99999999999999999999", "9223372036854775808",
                                      "abc", "1.5"])
@@ -1981,6 +2338,7 @@ def test_impossible_note_ids_are_404(client, logged_in, note_id):
     token = logged_in.token("/notes")
     assert client.get(f"/notes/{note_id}/edit").status_code == 404
     assert client.post(f"/notes/{note_id}/delete", data={"csrf_token": token}).status_code == 404
+
 
 @pytest.mark.parametrize("method", ["PROPFIND", "FOO", "BREW", "TRACE", "CONNECT"])
 @pytest.mark.parametrize("url, allow", [("/api/notes", "GET, HEAD, OPTIONS, POST"),
@@ -2000,6 +2358,7 @@ def test_unknown_http_methods_are_405_with_allow(client, method, url, allow):
 HOSTILE_VALUES = [None, True, 0, -1, 2**64, 1e308, "", " ", "x" * 20_000, "\u0000", "\ud800",
                   "' OR 1=1 --", "<script>alert(1)</script>", [], {}, ["x"], {"$ne": ""}]
 
+
 def fuzz_requests(document):
     """(method, url, json body) for every operation, with hostile path, query and body values."""
     for path, operations in document["paths"].items():
@@ -2012,6 +2371,7 @@ def fuzz_requests(document):
                                .get("application/json", {}).get("schema", {}).get("$ref", ""))
                 schema = document["components"]["schemas"].get(schema_name.rsplit("/", 1)[-1], {})
                 yield method, url, {name: value for name in schema.get("properties", {})} or value
+
 
 def test_fuzzing_every_api_operation_from_openapi_finds_no_500_and_no_leak(client, app):
     headers = api_headers(client)
@@ -2032,14 +2392,17 @@ def test_fuzzing_every_api_operation_from_openapi_finds_no_500_and_no_leak(clien
 # 12. Middleware / request hooks
 # ---------------------------------------------------------------------------
 
+
 def test_request_id_is_kept_when_well_formed(client):
     assert client.get("/data", headers={"X-Request-ID": "abc.DEF-1_2"}).headers["X-Request-ID"] \
         == "abc.DEF-1_2"
+
 
 @pytest.mark.parametrize("incoming", ["", "has space", "x" * 65, "<script>", "a\u00e9"])
 def test_malformed_request_ids_are_replaced(client, incoming):
     response = client.get("/data", headers={"X-Request-ID": incoming})
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
 
 @pytest.mark.parametrize("url", ["/", "/data", "/api/notes", "/no-such-page", "/static/style.css",
                                  "/errors/500"])
@@ -2047,6 +2410,7 @@ def test_every_response_has_the_hook_headers(client, url):
     headers = client.get(url).headers
     assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-ID"])
     assert re.fullmatch(r"app;dur=\d+\.\d", headers["Server-Timing"])
+
 
 def test_a_response_object_reused_by_a_view_gets_each_request_s_own_headers(app, client):
     shared = flask.Response("pong")
@@ -2056,6 +2420,7 @@ def test_a_response_object_reused_by_a_view_gets_each_request_s_own_headers(app,
     assert second.headers.getlist("X-Request-ID") == ["second"]
     assert len(second.headers.getlist("Content-Security-Policy")) == 1
 
+
 def test_a_security_header_the_view_set_itself_is_kept_not_doubled(app, client):
     app.add_url_rule("/private", "private",
                      lambda: ("ok", {"referrer-policy": "no-referrer"}))  # any case of the name
@@ -2063,17 +2428,20 @@ def test_a_security_header_the_view_set_itself_is_kept_not_doubled(app, client):
     assert headers.getlist("Referrer-Policy") == ["no-referrer"]
     assert headers["Content-Security-Policy"] == tour.CONTENT_SECURITY_POLICY  # the rest still added
 
+
 def test_access_log_line(client, caplog):
     with caplog.at_level("INFO", logger="app"):
         response = client.get("/data", headers={"X-Request-ID": "trace-me"})
     assert response.status_code == 200
     assert re.search(r"GET /data 200 \d+\.\dms trace-me", caplog.text)
 
+
 def test_access_log_line_cannot_be_forged_through_the_path(client, caplog):
     with caplog.at_level("INFO", logger="app"):
         client.get("/user/x%0A203.0.113.9%20GET%20/admin%20200")
     assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
     assert "'/user/x\\n203.0.113.9 GET /admin 200'" in caplog.text
+
 
 def test_access_log_can_be_switched_off_without_losing_errors(app, client, caplog):
     app.config["ACCESS_LOG"] = False
@@ -2086,10 +2454,12 @@ def test_access_log_can_be_switched_off_without_losing_errors(app, client, caplo
         "Unhandled exception (request trace-me)"]
     assert "It writes no access-log line here" in client.get("/hooks").text
 
+
 @pytest.mark.parametrize("value", ["false", "no", 0, None])
 def test_an_access_log_setting_that_is_not_a_boolean_stops_the_app(tmp_path, value):
     with pytest.raises(RuntimeError, match=r"ACCESS_LOG is .*; it must be true or false"):
         create_app({"TESTING": True, "ACCESS_LOG": value}, instance_path=str(tmp_path))
+
 
 @pytest.mark.parametrize("text, value", [("false", False), ("true", True), ("False", None),
                                          ("no", None), ("0", None)])
@@ -2101,6 +2471,7 @@ def test_access_log_from_the_environment(clean_environment, tmp_path, text, valu
     else:
         assert create_app({"TESTING": True}, instance_path=str(tmp_path)).config["ACCESS_LOG"] is value
 
+
 def test_hooks_page_shows_this_request(client, logged_in):
     response = client.get("/hooks", headers={"X-Request-ID": "hook-demo"})
     page = response.get_data(as_text=True)
@@ -2111,6 +2482,7 @@ def test_hooks_page_shows_this_request(client, logged_in):
 
 
 # --- 12: attacks and faults --------------------------------------------------
+
 
 class StrictPolicyChecker(HTMLParser):
     """Lists what a page has that `script-src 'self'; style-src 'self'` would block."""
@@ -2133,6 +2505,7 @@ class StrictPolicyChecker(HTMLParser):
             if name in ("href", "src") and tag != "a" and urlsplit(value or "").netloc:
                 self.violations.append(f"off-site {name} on <{tag}>")
 
+
 def crawled_pages(client, logged_in):
     """Every page the crawl reaches, signed in with a note, plus pages showing form errors."""
     client.post("/notes", data={"title": "a note", "body": "", "csrf_token": logged_in.token("/notes")})
@@ -2143,6 +2516,7 @@ def crawled_pages(client, logged_in):
     pages["register errors"] = logged_in.register("x", "short")
     return {url: response for url, response in pages.items() if response.mimetype == "text/html"}
 
+
 def test_every_page_passes_the_content_security_policy(client, logged_in):
     pages = crawled_pages(client, logged_in)
     assert len(pages) > 30
@@ -2152,6 +2526,7 @@ def test_every_page_passes_the_content_security_policy(client, logged_in):
         checker = StrictPolicyChecker()
         checker.feed(response.get_data(as_text=True))
         assert checker.violations == [], url
+
 
 @pytest.mark.parametrize("method, url", [
     ("GET", "/"), ("GET", "/data"), ("GET", "/api/notes"), ("GET", "/no-such-page"),
@@ -2173,11 +2548,13 @@ def test_every_response_has_the_security_headers(client, method, url):
     assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     assert "Strict-Transport-Security" not in headers
 
+
 def test_hsts_only_over_https(client):
     response = client.get("/", base_url="https://localhost")
     assert re.fullmatch(r"max-age=\d{8}; includeSubDomains",
                         response.headers["Strict-Transport-Security"])
     assert "Strict-Transport-Security" not in client.get("/").headers
+
 
 def test_oversized_body_is_413(client, app):
     big = "x" * (app.config["MAX_CONTENT_LENGTH"] + 1)
@@ -2190,11 +2567,13 @@ def test_oversized_body_is_413(client, app):
         assert api.json["status"] == 413
     assert count_rows(app, "notes") == 0
 
+
 def send_chunked(client, url, body, headers=(), **kwargs):
     """POST `body` without Content-Length, as gunicorn passes on a chunked request."""
     return client.post(url, input_stream=io.BytesIO(body), environ_overrides={
         "wsgi.input_terminated": True}, headers={"Transfer-Encoding": "chunked", **dict(headers)},
         **kwargs)
+
 
 def test_oversized_chunked_body_is_413_not_truncated(client, logged_in, app):
     limit = app.config["MAX_CONTENT_LENGTH"]
@@ -2216,6 +2595,7 @@ def test_oversized_chunked_body_is_413_not_truncated(client, logged_in, app):
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", sorted(tour.DEMO_ERRORS))
 def test_error_demo_pages(client, code):
     response = client.get(f"/errors/{code}")
@@ -2224,10 +2604,12 @@ def test_error_demo_pages(client, code):
     assert f"<h1>{code} · {tour.HTTP_ERROR_TITLES[code]}</h1>" in page
     assert 'class="site-header"' in page and "Traceback" not in page
 
+
 def test_error_demo_headers(client):
     assert client.get("/errors/405").headers["Allow"] == "POST"
     assert client.get("/errors/429").headers["Retry-After"] == "60"
     assert client.get("/errors/999").status_code == 404
+
 
 def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client, caplog):
     with caplog.at_level("ERROR", logger="app"):
@@ -2239,6 +2621,7 @@ def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client,
 
 
 # --- 13: attacks and faults --------------------------------------------------
+
 
 def test_error_pages_never_show_secrets_paths_or_tracebacks(clean_environment, tmp_path, monkeypatch):
     app = create_app(instance_path=str(tmp_path / "instance"))
@@ -2266,8 +2649,10 @@ def test_error_pages_never_show_secrets_paths_or_tracebacks(clean_environment, t
 # 14. Deployment (Gunicorn + Nginx, Docker)
 # ---------------------------------------------------------------------------
 
+
 def test_healthz(client):
     assert client.get("/healthz").json == {"status": "ok", "database": "ok"}
+
 
 def test_healthz_is_503_without_a_database(tmp_path, caplog):
     app = database_in_a_folder_removed_after_start_up(tmp_path)
@@ -2280,10 +2665,12 @@ FORWARDED = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9", "X-Forwarded-Proto"
              "X-Forwarded-Host": "tour.example", "X-Forwarded-Port": "8443",
              "X-Forwarded-Prefix": "/tour"}
 
+
 def app_behind_proxies(tmp_path, proxies):
     """A test app that trusts X-Forwarded-* from `proxies` proxies (0: none)."""
     return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
                        "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+
 
 def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
     app = app_behind_proxies(tmp_path, 1)
@@ -2301,11 +2688,13 @@ def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
     redirect = client.get("/notes", headers=FORWARDED)
     assert redirect.headers["Location"] == "/tour/login?next=/notes"
 
+
 def test_no_hsts_nor_secure_cookie_when_the_client_used_http(tmp_path):
     client = app_behind_proxies(tmp_path, 1).test_client()
     response = client.get("/login", headers={**FORWARDED, "X-Forwarded-Proto": "http"})
     assert "Strict-Transport-Security" not in response.headers
     assert "Secure" not in response.headers["Set-Cookie"]
+
 
 def test_proxy_headers_are_ignored_by_default(tmp_path):
     with app_behind_proxies(tmp_path, 0).test_client() as client:
@@ -2316,11 +2705,13 @@ def test_proxy_headers_are_ignored_by_default(tmp_path):
     assert "Secure" not in response.headers["Set-Cookie"]
     assert "/tour/" not in response.get_data(as_text=True)
 
+
 @pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
 def test_a_malformed_host_is_a_400_not_a_500(tmp_path, header):
     client = app_behind_proxies(tmp_path, 1).test_client()
     response = client.get("/", headers={header: "x" * 64 + ".example"})  # labels stop at 63
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
+
 
 def behind_proxy_at(prefix, wsgi_app):
     """What nginx does for a sub-path: strip `prefix` and announce it in X-Forwarded-Prefix."""
@@ -2333,6 +2724,7 @@ def behind_proxy_at(prefix, wsgi_app):
         return wsgi_app(environ, start_response)
     return proxy
 
+
 def app_under_demo(tmp_path, mount):
     """An app reachable only below /demo: mounted by DispatcherMiddleware or behind a proxy."""
     app = app_behind_proxies(tmp_path, 1 if mount == "proxy" else 0)
@@ -2341,6 +2733,7 @@ def app_under_demo(tmp_path, mount):
     else:
         app.wsgi_app = behind_proxy_at("/demo", app.wsgi_app)
     return app
+
 
 def other_targets(client, urls):
     """The POST form actions and the URLs app.js calls, on the HTML pages at `urls`."""
@@ -2352,6 +2745,7 @@ def other_targets(client, urls):
             collector.feed(response.get_data(as_text=True))
             targets.update(collector.other_targets)
     return targets
+
 
 @pytest.mark.parametrize("mount", ["dispatcher", "proxy"])
 def test_everything_stays_under_the_prefix(tmp_path, mount):
@@ -2381,6 +2775,7 @@ def test_everything_stays_under_the_prefix(tmp_path, mount):
     assert created.headers["Location"] == f"/demo/api/notes/{created.json['id']}"
     assert client.get("/demo/api/openapi.json").json["servers"] == [{"url": "/demo"}]
 
+
 def test_two_apps_in_one_process_share_no_data_and_no_sessions(tmp_path):
     apps = {name: create_app({"TESTING": True, "SECRET_KEY": f"{name}-{TEST_SECRET}",
                               "SESSION_COOKIE_PATH": f"/{name}",  # each app its own cookie
@@ -2404,29 +2799,29 @@ def test_two_apps_in_one_process_share_no_data_and_no_sessions(tmp_path):
 
 # Deployment files (no Docker engine here: these keep them in step) ---------
 
+
 def test_deployment_files_agree_with_each_other_and_the_app():
     dockerfile = (ROOT / "Dockerfile").read_text()
     compose = (ROOT / "docker-compose.yml").read_text()
     nginx = (ROOT / "deploy" / "nginx.conf").read_text()
-    readme = (ROOT / "README.md").read_text()
-    assert 'CMD ["gunicorn", "app:app", "--bind", "0.0.0.0:8000"]' in dockerfile
+    local = (ROOT / "deploy" / "local.sh").read_text()
     assert "EXPOSE 8000" in dockerfile and "127.0.0.1:8000/healthz" in dockerfile
     assert re.search(r"^USER [1-9]\d*:", dockerfile, re.M), "the container runs as root"
     assert re.findall(r"^  (\w+): \*app$", compose, re.M) == ["app1", "app2"]
     for needle in ("server app1:8000;", "server app2:8000;", "/srv/flask-tour/static/"):
-        assert needle in nginx and needle in readme  # the README's sed line rewrites these
+        assert needle in nginx and needle in local  # deploy/local.sh's sed line rewrites these
     assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in compose
     assert "./static:/srv/flask-tour/static:ro" in compose and "- instance:/app/instance" in compose
     megabytes = int(re.search(r"client_max_body_size (\d+)m;", nginx).group(1))
     assert megabytes * 1024 * 1024 == tour.DEFAULTS["MAX_CONTENT_LENGTH"]
-    static_headers = re.findall(r'^\s*add_header ([\w-]+) "?(.*?)"?;$', nginx, re.M)
-    assert sorted(static_headers) == sorted(tour.SECURITY_HEADERS)  # nginx serves static/ itself
+
 
 def test_gunicorn_serves_the_tour(tmp_path):
     with run_gunicorn(tmp_path) as server:
         with urllib.request.urlopen(server.url + "/") as response:
             page = response.read().decode()
     assert all(f'href="/topics/{n}"' in page for n in range(1, 15))
+
 
 def test_gunicorn_end_to_end_forms_and_api(tmp_path):
     with run_gunicorn(tmp_path, workers=2) as server:
@@ -2443,6 +2838,7 @@ def test_gunicorn_end_to_end_forms_and_api(tmp_path):
         assert api.get("/api/notes").status == 401
         assert LiveClient(server.url).get("/notes").status == 302  # a new browser is not logged in
     assert server.proc.returncode is not None
+
 
 def test_workers_started_together_share_one_generated_secret_key(tmp_path):
     instance, requests_log = tmp_path / "fresh-instance", tmp_path / "access.log"
@@ -2470,6 +2866,7 @@ def test_workers_started_together_share_one_generated_secret_key(tmp_path):
                              worker_pids(requests_log, "/hooks", 32))
         assert len(minters) >= 2 and len(checkers) >= 2, "the requests did not spread"
     assert sorted(os.listdir(instance)) == ["secret_key"]
+
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with "
                     "apt-get when it runs as root)")
@@ -2517,6 +2914,7 @@ def test_nginx_balances_two_gunicorn_instances(tmp_path):
 
 # --- 14: attacks and faults --------------------------------------------------
 
+
 def test_concurrent_writes_lose_nothing_and_never_fail(tmp_path):
     with run_gunicorn(tmp_path, workers=4) as server:
         with NoteWriters(server, clients=64) as writers:
@@ -2529,6 +2927,7 @@ def test_concurrent_writes_lose_nothing_and_never_fail(tmp_path):
     assert len(notes) == len(outcomes) and integrity == "ok"
     assert {o.title: json.loads(o.body)["id"] for o in outcomes} == notes
     assert len(outcomes) > 1000  # the load was real
+
 
 def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
     database, access_log = tmp_path / "gunicorn.sqlite", tmp_path / "access.log"
@@ -2554,9 +2953,204 @@ def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
     assert set(notes) - set(acknowledged) <= {o.title for o in lost_answers}
 
 
+# --- 14: production settings, nginx and rolling restarts ---------------------
+
+
+def test_every_deployment_runs_gunicorn_with_its_config_file():
+    command = "gunicorn -c deploy/gunicorn.conf.py app:app"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["gunicorn", "-c", "deploy/gunicorn.conf.py", "app:app"]' in dockerfile
+    assert "COPY deploy/gunicorn.conf.py deploy/" in dockerfile
+    assert "ENV GUNICORN_BIND=0.0.0.0:8000" in dockerfile and "127.0.0.1:8000/healthz" in dockerfile
+    assert "command:" not in (ROOT / "docker-compose.yml").read_text()  # the image's CMD
+    assert command in (ROOT / "deploy" / "local.sh").read_text()
+    assert command in documented("WEB_CONCURRENCY=2 gunicorn")
+    assert "gunicorn -c deploy/gunicorn.conf.py" in (ROOT / "README.md").read_text()
+
+
+def test_gunicorn_conf_reads_bind_and_workers_from_the_environment():
+    default = load_gunicorn_conf({})
+    assert (default.bind, default.workers) == (["127.0.0.1:8000"], 1)
+    custom = load_gunicorn_conf({"GUNICORN_BIND": "0.0.0.0:9000", "WEB_CONCURRENCY": "3"})
+    assert (custom.bind, custom.workers) == (["0.0.0.0:9000"], 3)
+    assert default.forwarded_allow_ips == [] and default.secure_scheme_headers == {}
+    assert default.forwarder_headers == [] and default.control_socket_disable
+    compose = (ROOT / "docker-compose.yml").read_text()
+    grace = int(re.search(r"^  stop_grace_period: (\d+)s$", compose, re.M).group(1))
+    assert grace > default.graceful_timeout  # docker stop must not SIGKILL requests in progress
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", nginx).group(1))
+    assert read_timeout <= default.timeout  # nginx notices a stalled instance first
+
+
+def test_documented_gunicorn_command_trusts_no_local_client(tmp_path, clean_work_tree):
+    """The doc's command verbatim: a local client cannot claim https; no control socket."""
+    port = free_port()
+    env = shell_environment(tmp_path, GUNICORN_BIND=f"127.0.0.1:{port}")
+    with running(["bash", "-c", documented("WEB_CONCURRENCY=2 gunicorn")], port,
+                 tmp_path / "gunicorn.log", cwd=ROOT, env=env) as server:
+        wait_for(lambda: server.output().count("Booting worker") == 2, "WEB_CONCURRENCY=2 workers")
+        client = LiveClient(server.url)
+        for headers in (FORGED_SCHEME, {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"}):
+            reply = client.get("/hooks", headers)
+            assert reply.status == 200  # not gunicorn's "Contradictory scheme headers"
+            assert "<dt>Scheme</dt><dd><code>http</code></dd>" in reply.text
+            assert "Strict-Transport-Security" not in reply.headers
+        page = client.get("/login", FORGED_SCHEME)
+        assert "Secure" not in page.headers["Set-Cookie"]
+        assert "/evil" not in client.get("/login", {"SCRIPT_NAME": "/evil"}).text  # no prefix
+    assert "Control socket" not in server.output() and "Control server" not in server.output()
+
+
+# nginx: forged scheme headers, its own pages, a stalled instance -------------
+
+
+@needs_nginx
+def test_nginx_clears_scheme_headers_a_client_sends(tmp_path):
+    """gunicorn without our config file trusts scheme headers from nginx's address: nginx must
+    set or clear every one, or any client gets the 400 of a contradiction, or https."""
+    with contextlib.ExitStack() as stack:
+        apps = [stack.enter_context(run_gunicorn(tmp_path, workers=1,
+                                                 env={"FLASK_TRUSTED_PROXIES": "1"}))
+                for _ in range(2)]
+        proxy = stack.enter_context(nginx_in_front_of(tmp_path, [app.port for app in apps]))
+        for headers in (FORGED_SCHEME, {"X-Forwarded-Ssl": "on"}, {"X-Forwarded-Protocol": "ssl"},
+                        {"Forwarded": "proto=https"}):
+            for _ in apps:  # each instance once (round robin)
+                reply = LiveClient(proxy).get("/hooks", headers)
+                assert reply.status == 200, reply.text
+                assert "<dt>Scheme</dt><dd><code>http</code></dd>" in reply.text
+                assert "Strict-Transport-Security" not in reply.headers
+                assert_security_headers(reply)  # once each: nginx's, not also the app's
+
+
+@needs_nginx
+def test_nginx_own_error_pages_carry_the_security_headers(tmp_path):
+    edits = [("proxy_read_timeout 10s;", "proxy_read_timeout 1s;")]
+    with stalled_instance() as stalled:
+        with nginx_in_front_of(tmp_path, [free_port(), free_port()], edits) as proxy:
+            missing = LiveClient(proxy).get("/static/no-such-file.css")
+            assert missing.status == 404 and "X-Request-ID" not in missing.headers
+            assert_security_headers(missing)
+            down = LiveClient(proxy).get("/")  # both instances refuse the connection
+            assert down.status == 502 and "X-Request-ID" not in down.headers
+            assert_security_headers(down)
+        with nginx_in_front_of(tmp_path, [stalled, stalled], edits, "nginx-504") as proxy:
+            timed_out = LiveClient(proxy).post_json("/api/notes", {"title": "lost?"})
+            assert timed_out.status == 504
+            assert_security_headers(timed_out)
+
+
+@needs_nginx
+def test_nginx_stops_sending_requests_to_a_stalled_instance(tmp_path):
+    """One instance accepts connections and never answers: GETs are retried on the other, the
+    stalled one is then skipped (fail_timeout), so even POSTs all succeed after the first."""
+    edits = [("proxy_read_timeout 10s;", "proxy_read_timeout 1s;")]
+    with stalled_instance() as stalled, run_gunicorn(
+            tmp_path, workers=2, env={"FLASK_TRUSTED_PROXIES": "1"}) as live:
+        bearer = token_for(live.url)
+        with nginx_in_front_of(tmp_path, [stalled, live.port], edits) as proxy:
+            started = time.monotonic()
+            for _ in range(2):
+                assert LiveClient(proxy).get("/data").status == 200
+            assert time.monotonic() - started < 3  # one request waited the 1 s, then retried
+            started = time.monotonic()
+            statuses = [LiveClient(proxy).post_json("/api/notes", {"title": f"n{n}"}, bearer).status
+                        for n in range(20)]
+            assert statuses == [201] * 20 and time.monotonic() - started < 5
+
+
+# Rolling restart under POST load, with the documented commands ----------------
+
+
+@needs_nginx
+def test_rolling_restart_under_post_load_loses_nothing(tmp_path, clean_work_tree):
+    """docs/deployment.md's start, restart and stop, verbatim: two gunicorns behind nginx,
+    writes through nginx while each instance is restarted in turn: no client error, and every
+    201 is in the database."""
+    documented_blocks = {block.strip() for block in bash_blocks(DEPLOYMENT_DOC)
+                         if "docker" not in block}
+    assert documented_blocks == {documented(name).strip() for name in (
+        "WEB_CONCURRENCY=2 gunicorn", "local.sh start", "local.sh restart", "local.sh stop")}, \
+        "a command in docs/deployment.md that no test runs"
+    # nginx's workers (nobody, when the tests run as root) need to reach their temp folders.
+    run_dir = Path(tempfile.mkdtemp(prefix="flask-tour-test-"))
+    run_dir.chmod(0o755)
+    nginx_port, ports = free_port(), [free_port(), free_port()]
+    env = shell_environment(tmp_path, RUN_DIR=str(run_dir), NGINX_LISTEN=f"127.0.0.1:{nginx_port}",
+                            APP1_PORT=str(ports[0]), APP2_PORT=str(ports[1]))
+    url = f"http://127.0.0.1:{nginx_port}"
+    try:
+        run_documented("local.sh start", env)
+        pids = {port: (run_dir / f"app-{port}.pid").read_text() for port in ports}
+        bearer = token_for(url)
+        with WriteLoad(url, bearer) as load:
+            wait_for(lambda: len(load.replies) >= 50, "the first writes")
+            started = time.monotonic()
+            run_documented("local.sh restart", env)
+            restart_seconds = time.monotonic() - started
+            during = len(load.replies)
+            wait_for(lambda: len(load.replies) >= during + 50, "writes after the restart")
+        assert {port: (run_dir / f"app-{port}.pid").read_text() for port in ports}.keys() == \
+            pids.keys()
+        assert all((run_dir / f"app-{port}.pid").read_text() != pids[port] for port in ports)
+        assert load.errors == []
+        assert [reply for reply in load.replies if reply[1] != 201] == []
+        with contextlib.closing(sqlite3.connect(env["FLASK_DATABASE"])) as db:
+            stored = dict(db.execute("SELECT id, title FROM notes"))
+        assert {note_id: title for title, _, note_id in load.replies} == stored
+        upstreams = re.findall(r"upstream=127\.0\.0\.1:(\d+)", (run_dir / "access.log").read_text())
+        assert {int(port) for port in upstreams} == set(ports)
+        for port in ports:
+            log = (run_dir / f"app-{port}.log").read_text()
+            assert "Control socket" not in log and "Control server" not in log
+        print(f"rolling restart: {len(load.replies)} POSTs, {len(stored)} stored, 0 errors; "
+              f"restart took {restart_seconds:.1f} s")
+    finally:
+        subprocess.run(["bash", "-c", documented("local.sh stop")], cwd=ROOT, env=env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# README, .ci/run, compose, Dockerfile, nginx.conf kept in step ----------------
+
+
+def test_compose_reads_env_file_in_the_form_every_version_knows():
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert re.search(r"^  env_file: \.env$", compose, re.M)
+    assert not re.search(r"^\s+required:", compose, re.M)
+    assert "test -f .env || cp .env.example .env" in DEPLOYMENT_DOC.read_text()
+
+
+def test_the_image_installs_runtime_packages_only():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = re.search(r"^RUN pip install .*$", dockerfile, re.M).group(0)
+    assert "$(grep -v '^pytest==' requirements.txt)" in install
+    requirements = (ROOT / "requirements.txt").read_text().split()
+    kept = [line for line in requirements if not line.startswith("pytest==")]
+    assert [line.split("==")[0] for line in kept] == ["flask", "python-dotenv", "gunicorn"]
+
+
+def test_nginx_conf_headers_equal_the_apps():
+    nginx = (ROOT / "deploy" / "nginx.conf").read_text()
+    added = re.findall(r'^\s*add_header ([\w-]+) "?(.*?)"? always;$', nginx, re.M)
+    assert added == list(tour.SECURITY_HEADERS)  # once, at server level, on every response
+    directives = re.findall(r"^\s*#?\s*add_header .*$", nginx, re.M)
+    assert len(directives) == len(added)  # none without `always`, none in a location
+    hidden = re.findall(r"^\s*proxy_hide_header ([\w-]+);$", nginx, re.M)
+    assert hidden == [name for name, _ in tour.SECURITY_HEADERS]  # the app's copies
+    cleared = {"X-Forwarded-Ssl", "X-Forwarded-Protocol", "X-Forwarded-Scheme", "X-Url-Scheme",
+               "Forwarded", "X-Forwarded-Port", "X-Forwarded-Prefix"}
+    server = nginx.split("location /static/")[0]
+    for block in (server, nginx.split("# location /tour/ {")[1]):
+        set_headers = set(re.findall(r'proxy_set_header ([\w-]+) ""?;', block))
+        assert cleared - {"X-Forwarded-Prefix"} <= set_headers, block
+
+
 # ---------------------------------------------------------------------------
 # Appendix: how this tour shows its own code
 # ---------------------------------------------------------------------------
+
 
 def test_every_section_is_found_in_order():
     sections = tour.source_sections()
@@ -2568,10 +3162,12 @@ APP_LINES = (ROOT / "app.py").read_text(encoding="utf-8").splitlines()
 
 CODE_LINE = re.compile(r'<span class="line" data-line="(\d+)" id="L\d+">(.*?)\n</span>', re.S)
 
+
 def code_lines(html):
     """(line number, text) of each numbered code line on a page, markup removed."""
     return [(int(number), unescape(re.sub(r"<[^>]+>", "", text)))
             for number, text in CODE_LINE.findall(html)]
+
 
 @pytest.mark.parametrize("number", range(1, 15))
 def test_topic_page_numbers_its_code_with_the_real_app_py_lines(client, number):
@@ -2581,6 +3177,7 @@ def test_topic_page_numbers_its_code_with_the_real_app_py_lines(client, number):
         range(first_line, first_line + source.count("\n") + 1))
     assert all(text == APP_LINES[line_number - 1] for line_number, text in lines)
     assert APP_LINES[first_line].startswith(f"# {number}. ")
+
 
 def test_highlighting_marks_tokens_and_keeps_the_text_exactly():
     source = ('@app.route("/")\ndef home():\n    """Say <b>hi</b> & bye."""\n'
@@ -2595,10 +3192,12 @@ def test_highlighting_marks_tokens_and_keeps_the_text_exactly():
         assert marked in html
     assert "<b>" not in html
 
+
 def test_highlighting_an_unfinished_fragment_still_shows_all_of_it():
     source = 'call(1,\n    "two"'
     html = tour.highlight_python(source)
     assert code_lines(html) == [(1, "call(1,"), (2, '    "two"')]
+
 
 def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(client):
     for topic in tour.TOPICS:
@@ -2609,8 +3208,10 @@ def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(client):
             with client.application.test_request_context():
                 assert 'href="%s"' % escape(tour.url_for(endpoint, **arguments)) in html
 
+
 def test_inline_code_escapes_then_marks_backticks():
     assert tour.inline_code("`<b>` & `x`") == "<code>&lt;b&gt;</code> &amp; <code>x</code>"
+
 
 @pytest.mark.parametrize("number", range(1, 15))
 def test_api_console_only_on_the_rest_and_jwt_topics(client, number):
@@ -2622,9 +3223,11 @@ def test_api_console_only_on_the_rest_and_jwt_topics(client, number):
     else:
         assert "data-api-console" not in html
 
+
 def test_api_console_urls_keep_the_mount_prefix(client):
     html = client.get("/topics/6", base_url="http://localhost/demo").get_data(as_text=True)
     assert 'data-token-url="/demo/api/token"' in html and 'data-notes-url="/demo/api/notes"' in html
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
