@@ -69,7 +69,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 # section: it loads the settings, then registers each section's Blueprint (or calls its
 # `init_*`). `app` at the end of the file keeps `flask run` and `gunicorn app:app` working.
 # Uses `configure` (section 8), `init_database` (section 9), `init_models` (section 10),
-# `auth_bp`, `init_jwt`, `accounts_bp` (section 11), and the Blueprints `hooks_bp`
+# `auth_bp` (section 11.1), `init_jwt` (section 11.2), `accounts_bp` (section 11.3), `hooks_bp`
 # (section 12), `tour_bp` (section 2), `params_bp` (section 3), `templates_bp` (section 4),
 # `forms_bp` (section 5), `api_bp` (section 6), `json_bp` (section 7), `config_bp`
 # (section 8), `errors_bp` (section 13), `deployment_bp` (section 14).
@@ -104,7 +104,7 @@ def create_app(config=None, *, instance_path=None):
 # Blueprint groups a section's routes, and `create_app` registers it on the app. Endpoints
 # are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
 # makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
-# Uses `TOPICS` and `topic_page` (appendix).
+# Uses `TOPICS` and `topic_page` (appendix); its pages extend base.html (section 4).
 
 tour_bp = Blueprint("tour", __name__)
 
@@ -279,6 +279,7 @@ def field_schemas(fields):
 # defaults with `app.config.setdefault`, which never overrides a value set here.
 # `/config` shows where each setting came from. With no SECRET_KEY at all, one is
 # generated once into the instance folder; a weak one is refused outside debug and testing.
+# Uses nothing from other sections; its page extends base.html (section 4).
 
 DEFAULTS = {  # Flask's own settings that this app changes
     "MAX_CONTENT_LENGTH": 1024 * 1024,
@@ -678,8 +679,8 @@ def init_models(app):
 # cannot be forged. A hook loads `g.user` from it before every request, and
 # `login_required` sends visitors without one to the login page, then back. Repeated
 # failed logins are throttled in `authenticate`, across every worker process.
-# Uses `is_api_request` (section 7), `User` (section 10), `add_schema` and `get_db`
-# (section 9), and the `forms.login` endpoint (section 5).
+# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`
+# (section 10), and the endpoints `forms.login` and `forms.notes` (section 5).
 
 auth_bp = Blueprint("auth", __name__)
 
@@ -1068,7 +1069,8 @@ accounts_bp.add_url_rule("/token", view_func=TokenAPI.as_view("token"))
 # escapes it. `parse_page` turns `?page=abc` into page 1 and the model clamps `?page=999`
 # to the last page, so a page number never errors; a `q` longer than `SEARCH_FIELD`
 # allows is a message, not a query.
-# Uses `SEARCH_FIELD` (section 7), `Note` (section 10) and `login_required` (section 11).
+# Uses `SEARCH_FIELD` (section 7), `Note` (section 10) and `login_required` (section 11.1);
+# its pages extend base.html (section 4).
 
 SEARCH_PAGE_SIZE = 10
 
@@ -1112,7 +1114,8 @@ def parse_page(value):
 # must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
 # `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
-# `login_required`, `log_in`, `safe_next_path` and `authenticate` (section 11.1).
+# `login_required`, `log_in`, `safe_next_path` and `authenticate` (section 11.1); its pages
+# extend base.html and use its macros (section 4).
 
 forms_bp = Blueprint("forms", __name__)
 
@@ -1424,7 +1427,8 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
 # Here they give each request an id (the caller's `X-Request-ID` when it is well formed,
 # so ids can be followed across services), time it, and write one access-log line through
 # `app.logger` (not print, so it can be filtered and routed). Teardown, which runs even
-# after an error, closes the database connection (section 9).
+# after an error, closes the database connection in section 9.
+# Uses nothing from other sections; its page extends base.html (section 4).
 
 hooks_bp = Blueprint("hooks", __name__)
 
@@ -1531,7 +1535,8 @@ def set_up_logging(state):
 # (a locked, read-only or missing database) is a 503 with `Retry-After`. Any other
 # exception is a 500 whose traceback goes to the log, never to the client: it would tell
 # an attacker how the app works inside.
-# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7).
+# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7); the error page
+# extends base.html (section 4).
 
 errors_bp = Blueprint("errors", __name__)
 
@@ -1641,7 +1646,7 @@ def set_up_deployment(state):
 # very file by its banner, read from disk on every request, so the code on screen is
 # the code that runs; `highlight_python` colours it with the standard library's
 # tokenizer, so the page needs no JavaScript.
-# Uses `tour_bp` (section 2).
+# Uses `tour_bp` (section 2); topic.html extends base.html (section 4).
 
 
 @dataclass(frozen=True)
@@ -1864,9 +1869,14 @@ def inline_code(text):
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
 
 
-# The app that `flask run` and `gunicorn app:app` serve. It is built when they look it up,
-# not when the module is imported, so `import app` (as the tests do) writes nothing: the
-# factory creates the instance folder's secret key.
+# ---------------------------------------------------------------------------
+# The app that `flask run` and `gunicorn app:app` serve
+# ---------------------------------------------------------------------------
+# It is built when they look it up, not when the module is imported, so `import app` (as
+# the tests do) writes nothing: the factory creates the instance folder's secret key.
+# Uses `create_app` (section 1).
+
+
 def __getattr__(name):
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,11 @@
 """Tests for Flask Tour, in the same numbered sections as app.py."""
 
+import ast
 import contextlib
 import functools
 import http.client
+import importlib.util
+import inspect
 import io
 import json
 import multiprocessing
@@ -14,6 +17,7 @@ import socket
 import sqlite3
 import stat
 import string
+import symtable
 import subprocess
 import sys
 import tempfile
@@ -820,6 +824,273 @@ def test_readme_first_screen_has_a_virtualenv_and_the_two_commands():
     assert "docs/deployment.md" in readme and "docs/performance.md" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.rstrip().splitlines()[-1] == test.strip()  # .ci/run runs the README's command
+
+
+# --- Every section copies alone: its Uses line, checked, and a copy test -----
+
+BANNER = re.compile(r"^# -{75}\n# (?P<title>.+)\n# -{75}$|^# --- (?P<part>\d+\.\d+) .*$", re.M)
+USES_MARK = re.compile(r"`([^`]+)`|\((?:section )?(\d+(?:\.\d+)?|appendix)\)")
+
+
+@dataclass
+class Unit:
+    """One section (or part of section 11) of app.py, as the Uses lines see it."""
+
+    key: str  # "7", "11.2", "appendix", "app"
+    source: str
+    tree: object = None
+    uses: list = None  # [(token, section key)]
+
+    def __post_init__(self):
+        self.tree = ast.parse(self.source)
+        self.uses = uses_line(self.source)
+
+    @property
+    def defined(self):
+        names = set()
+        for node in self.tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+        return names
+
+    def loaded_names(self):
+        """Module-level names this unit's code reads (a function's own locals do not count)."""
+        names, tables = set(), [symtable.symtable(self.source, "app.py", "exec")]
+        while tables:
+            table = tables.pop()
+            is_module = table.get_type() == "module"
+            names.update(symbol.get_name() for symbol in table.get_symbols()
+                         if symbol.is_referenced() and (is_module or symbol.is_global()))
+            tables += table.get_children()
+        return names
+
+
+def uses_line(source):
+    """[(token, section)] from a unit's `# Uses …` comment; a section with no token is a template."""
+    match = re.search(r"^# Uses (.*(?:\n# .*)*)", source, re.M)
+    if not match:
+        return []
+    pending, pairs = [], []
+    for token, section in USES_MARK.findall(match.group(1).replace("\n# ", " ")):
+        if token:
+            pending.append(token)
+        else:
+            pairs += [(name, section) for name in pending] or [(None, section)]
+            pending = []
+    assert not pending, f"tokens without a (section N) after them: {pending}"
+    return pairs
+
+
+def app_units(source=None):
+    """app.py split at its banners: the imports first, then every section and part."""
+    source = source or (ROOT / "app.py").read_text(encoding="utf-8")
+    marks = list(BANNER.finditer(source))
+    units = [Unit("imports", source[:marks[0].start()])]
+    for mark, following in zip(marks, marks[1:] + [None]):
+        text = source[mark.start():following.start() if following else len(source)]
+        title = mark.group("title")
+        if title and title.startswith("11."):
+            continue  # section 11's own banner holds only its introduction: the parts follow
+        key = (mark.group("part") or re.match(r"\d+", title) and re.match(r"\d+", title).group()
+               or ("appendix" if title.startswith("Appendix") else "app"))
+        units.append(Unit(key, text))
+    return units
+
+
+def endpoints_of(unit):
+    """The endpoints a unit's Blueprints define: `forms.login` and so on."""
+    blueprints = {target.id: node.value.args[0].value for node in unit.tree.body
+                  if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                  and getattr(node.value.func, "id", "") == "Blueprint"
+                  for target in node.targets}
+    found = set()
+    for node in ast.walk(unit.tree):
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                call = decorator.func if isinstance(decorator, ast.Call) else None
+                if (call is not None and isinstance(call, ast.Attribute)
+                        and call.attr in ("route", "get", "post")
+                        and getattr(call.value, "id", None) in blueprints):
+                    found.add(f"{blueprints[call.value.id]}.{node.name}")
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_url_rule"
+                and getattr(node.func.value, "id", None) in blueprints):
+            view = next(keyword.value for keyword in node.keywords if keyword.arg == "view_func")
+            found.add(f"{blueprints[node.func.value.id]}.{view.args[0].value}")
+    return found
+
+
+def endpoints_used(unit):
+    """The endpoints a unit's code builds links to with url_for("…")."""
+    return {node.args[0].value for node in ast.walk(unit.tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "url_for"
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+def config_keys(unit, owned):
+    """Settings a unit sets a default for (owned=True), or reads (owned=False), not Flask's own."""
+    def on_config(node):
+        return getattr(node, "attr", None) == "config"
+
+    def literal(node):
+        return node.value if isinstance(node, ast.Constant) else None
+
+    keys = set()
+    for node in ast.walk(unit.tree):
+        if isinstance(node, ast.Call) and node.args and on_config(getattr(node.func, "value", None)):
+            if node.func.attr == ("setdefault" if owned else "get"):
+                keys.add(literal(node.args[0]))
+        if isinstance(node, ast.Subscript) and on_config(node.value):
+            if isinstance(node.ctx, ast.Store if owned else ast.Load):
+                keys.add(literal(node.slice))
+    return keys - set(flask.Flask.default_config) - {None}
+
+
+def owners(units):
+    """Which unit defines each name, endpoint and setting."""
+    found = {}
+    for unit in units[1:]:
+        for thing in unit.defined | endpoints_of(unit) | config_keys(unit, owned=True):
+            found.setdefault(thing, unit.key)
+    return found
+
+
+def used_from_others(unit, owner):
+    """What a unit takes from other units: names, endpoints and settings, with their owner."""
+    things = ((unit.loaded_names() - unit.defined) | endpoints_used(unit)
+              | config_keys(unit, owned=False))
+    return {(thing, owner[thing]) for thing in things if owner.get(thing, unit.key) != unit.key}
+
+
+@pytest.mark.parametrize("unit", app_units()[1:], ids=lambda unit: unit.key)
+def test_each_uses_line_names_exactly_what_its_section_takes_from_others(unit):
+    owner = owners(app_units())
+    listed = {(token, section) for token, section in unit.uses if token}
+    assert listed == used_from_others(unit, owner), (
+        f"section {unit.key}: missing {used_from_others(unit, owner) - listed}, "
+        f"listed but not used {listed - used_from_others(unit, owner)}")
+
+
+def test_the_dependency_check_catches_a_missing_and_an_extra_name():
+    source = (ROOT / "app.py").read_text(encoding="utf-8")
+    units = app_units(source.replace("# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` "
+                                     "(section 7)", "# Uses `problem`, `HTTP_ERROR_TITLES` and "
+                                     "`get_db` (section 7)"))
+    errors = next(unit for unit in units if unit.key == "13")
+    listed = {(token, section) for token, section in errors.uses if token}
+    used = used_from_others(errors, owners(units))
+    assert ("is_api_request", "7") in used - listed and ("get_db", "7") in listed - used
+
+
+def copy_closure(keys, units):
+    """The units a copy of `keys` needs: the named ones and, in turn, those their Uses lines name."""
+    by_key = {unit.key: unit for unit in units}
+    wanted, queue = set(), list(keys)
+    while queue:
+        key = queue.pop()
+        matching = [k for k in by_key if k == key or k.startswith(key + ".")]
+        for match in matching:
+            if match not in wanted:
+                wanted.add(match)
+                queue += [section for _, section in by_key[match].uses]
+    return [unit for unit in units[1:] if unit.key in wanted]
+
+
+def copied_app(tmp_path, keys, name):
+    """A module of only `keys`' sections (and what they use), registered on a bare Flask app."""
+    units = app_units()
+    chosen = copy_closure(keys, units)
+    folder = tmp_path / name
+    folder.mkdir()
+    for shared in ("templates", "static"):
+        (folder / shared).symlink_to(ROOT / shared)
+    module_file = folder / f"{name}.py"
+    module_file.write_text(units[0].source + "".join(unit.source for unit in chosen))
+    spec = importlib.util.spec_from_file_location(name, module_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # Flask finds templates/ next to the module through it
+    spec.loader.exec_module(module)
+    app = flask.Flask(name, instance_path=str(tmp_path / "instance"))
+    settings = {"TESTING": True, "SECRET_KEY": TEST_SECRET, "DATABASE": str(tmp_path / "copy.sqlite")}
+    if hasattr(module, "configure"):
+        module.configure(app, settings)
+    else:
+        app.config.update(settings)
+    for unit in chosen:  # what create_app does: each section's init_* and Blueprint
+        for thing_name in sorted(unit.defined):
+            thing = getattr(module, thing_name)
+            if thing_name.startswith("init_") and list(inspect.signature(thing).parameters) == ["app"]:
+                thing(app)
+            elif isinstance(thing, flask.Blueprint):
+                app.register_blueprint(thing)
+    return app, module, [unit.key for unit in chosen]
+
+
+def demo_of_topic(number, app, module):
+    """Exercise the topic's own demo on a copied app, as the tour does; return what it showed."""
+    client = app.test_client()
+    if number == 1:
+        client = module.create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET,
+                                    "DATABASE": app.config["DATABASE"]},
+                                   instance_path=app.instance_path).test_client()
+        return client.get("/").text
+    if number == 2:
+        return client.get("/topics/2").text
+    if number == 3:
+        assert client.get("/search?q=x").status_code == 302
+        return client.get("/user/<script>Ada").text
+    if number == 4:
+        return client.get("/welcome/Ada").text
+    if number == 5:
+        return AuthActions(client).register().headers["Location"]
+    if number == 6:
+        return client.get("/api/hello").json["message"]
+    if number == 7:
+        return client.get("/data").json["role"]
+    if number == 8:
+        return client.get("/config").text
+    if number == 9:
+        return app.test_cli_runner().invoke(args=["init-db"]).output
+    if number == 10:
+        with app.app_context():
+            user = module.User.create("ada", PASSWORD)
+            module.Note.create(user.id, "copied")
+            return module.Note.page_for_user(user.id, 1, 10).items[0].title
+    if number == 11:
+        return client.get("/api/me", headers=api_headers(client)).json["username"]
+    if number == 12:
+        return client.get("/hooks", headers={"X-Request-ID": "copied-12"}).headers["X-Request-ID"]
+    if number == 13:
+        return client.get("/errors/404").text
+    if number == 14:
+        return client.get("/healthz").json["status"]
+
+
+COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada",
+                     4: "Ada", 5: "/notes", 6: "Hello, World", 7: "DevOps Engineer",
+                     8: "SECRET_KEY", 9: "Initialized the database", 10: "copied", 11: "alice",
+                     12: "copied-12", 13: "404 · Not Found", 14: "ok"}
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_each_topic_runs_when_copied_with_only_what_its_uses_line_names(tmp_path, number):
+    app, module, copied = copied_app(tmp_path, [str(number)], f"copied_topic_{number}")
+    try:
+        assert COPY_EXPECTATIONS[number] in demo_of_topic(number, app, module), copied
+    finally:
+        del sys.modules[f"copied_topic_{number}"]
+
+
+def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
+    app, module, copied = copied_app(tmp_path, ["9"], "copied_database")
+    try:
+        assert copied == ["9"]
+        with app.app_context():
+            tables = module.get_db().execute("SELECT name FROM sqlite_master").fetchall()
+        assert tables == []  # no section registered a table: nothing of the auth section came along
+    finally:
+        del sys.modules["copied_database"]
 
 
 # ---------------------------------------------------------------------------
