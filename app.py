@@ -670,9 +670,8 @@ def init_models(app):
 # ---------------------------------------------------------------------------
 # 11. Authentication & JWT
 # ---------------------------------------------------------------------------
-# Pages and the API prove who you are in two different ways, each in its own part below:
-# 11.1 a signed session cookie for pages, 11.2 Bearer JSON Web Tokens for the API, and
-# 11.3 the API's account endpoints that hand out those tokens. Each part copies alone.
+# Three parts, each copyable alone: 11.1 a signed session cookie for pages, 11.2 Bearer
+# JSON Web Tokens for the API, 11.3 the API's account endpoints that hand out tokens.
 
 # --- 11.1 Sessions and login ------------------------------------------------
 # After login the session cookie carries the user's id, signed with SECRET_KEY so it

@@ -826,6 +826,17 @@ def test_readme_first_screen_has_a_virtualenv_and_the_two_commands():
     assert ci.rstrip().splitlines()[-1] == test.strip()  # .ci/run runs the README's command
 
 
+def test_no_class_replaces_a_part_of_flask_or_werkzeug():
+    # Learners copy the classes they see: only MethodView, which Flask made to be subclassed.
+    tree = ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))
+    bases = {ast.unparse(base) for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+             for base in node.bases}
+    assert bases <= {"MethodView", "Exception"}, bases
+    for name in ("app_ctx_globals_class", "session_interface", "SecureCookieSessionInterface",
+                 "request_ctx", "lru_cache", "jinja_env.globals"):
+        assert name not in (ROOT / "app.py").read_text(encoding="utf-8"), name
+
+
 # --- Every section copies alone: its Uses line, checked, and a copy test -----
 
 BANNER = re.compile(r"^# -{75}\n# (?P<title>.+)\n# -{75}$|^# --- (?P<part>\d+\.\d+) .*$", re.M)
@@ -3438,6 +3449,20 @@ def code_lines(html):
     """(line number, text) of each numbered code line on a page, markup removed."""
     return [(int(number), unescape(re.sub(r"<[^>]+>", "", text)))
             for number, text in CODE_LINE.findall(html)]
+
+
+CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("q"', 4: "render_template(",
+              5: 'methods=["GET", "POST"]', 6: "class HelloAPI(MethodView)", 7: "return jsonify(",
+              8: 'from_envvar("APP_SETTINGS")', 9: "def get_db(", 10: "class User:",
+              11: "@auth_bp.before_app_request", 12: "@hooks_bp.before_app_request",
+              13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")'}
+
+
+@pytest.mark.parametrize("number", range(1, 15))
+def test_each_section_shows_its_cheat_sheet_construct_on_its_first_screen(number):
+    # About 40 lines of code fit on a projected 1280×720 screen once the page is scrolled to it.
+    first_screen = tour.source_sections()[number][1].splitlines()[:40]
+    assert any(CONSTRUCTS[number] in line for line in first_screen), CONSTRUCTS[number]
 
 
 @pytest.mark.parametrize("number", range(1, 15))
