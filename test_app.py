@@ -1390,6 +1390,155 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
     assert api.status_code == 503 and api.mimetype == "application/problem+json"
 
 
+# The faults of a production database, made for real: a read-only file, a deleted file, a
+# full disk. Each answers 503 to every write and to the health check, acknowledges nothing
+# it cannot keep, and recovers without a restart once the fault is repaired.
+
+
+@contextlib.contextmanager
+def read_only_file(path):
+    """`chmod 444` the file until the block ends; as root, whom modes do not stop, chattr +i."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        restore = functools.partial(path.chmod, 0o644)
+    elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        restore = functools.partial(subprocess.run, ["chattr", "-i", str(path)], check=True)
+    else:
+        pytest.skip("running as root where chattr +i is not available")
+    try:
+        yield
+    finally:
+        restore()
+
+
+@contextlib.contextmanager
+def small_disk(folder, size="2m"):
+    """A tmpfs of `size` mounted on `folder` until the block ends (needs root)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill_disk(folder):
+    """Write a file into `folder` until the disk is full; return its path."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as file:
+        with pytest.raises(OSError, match="No space left on device"):
+            for _ in range(100_000):
+                file.write(b"\0" * 65536)
+    return filler
+
+
+def signed_in_writer(client):
+    """Write a note through the API and through the form, then ask the health check.
+
+    Returns (API status, form status, /healthz response as a cookieless monitor gets it); the
+    tokens are fetched now, while the database still works."""
+    headers = api_headers(client, "apiuser")
+    AuthActions(client).register()
+    csrf_token = csrf_from(client.get("/notes"))
+
+    def write(title):
+        api = client.post("/api/notes", json={"title": title}, headers=headers)
+        page = client.post("/notes", data={"title": title, "csrf_token": csrf_token})
+        return api.status_code, page.status_code, client.application.test_client().get("/healthz")
+    return write
+
+
+def titles_in(database):
+    """The titles of the notes in the file at `database`, read without the app."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return sorted(row[0] for row in db.execute("SELECT title FROM notes"))
+
+
+def test_a_read_only_database_file_is_503_and_recovers_without_restart(app, client, caplog):
+    database, write = Path(app.config["DATABASE"]), signed_in_writer(client)
+    assert write("before")[:2] == (201, 302)
+    with read_only_file(database), caplog.at_level("ERROR", logger="app"):
+        api, page, health = write("while read-only")
+        reading = client.get("/notes")
+    assert (api, page, health.status_code) == (503, 503, 503)
+    assert health.json == {"status": "error", "database": "unavailable",
+                           "reason": "attempt to write a readonly database"}
+    assert reading.status_code == 200  # reads still work
+    assert "Database unavailable: attempt to write a readonly database" in caplog.text
+    api, page, health = write("after")  # the same app: no connection outlives its request
+    assert (api, page, health.status_code) == (201, 302, 200)
+    assert titles_in(database) == ["after", "after", "before", "before"]
+
+
+def test_a_deleted_database_file_takes_no_write_and_loses_nothing_acknowledged(app, client,
+                                                                               tmp_path):
+    database, write = Path(app.config["DATABASE"]), signed_in_writer(client)
+    assert write("before")[:2] == (201, 302)
+    backup = tmp_path / "backup.sqlite"
+    os.link(database, backup)  # the deleted file, kept where the test can put it back
+    database.unlink()
+    api, page, health = write("while deleted")
+    assert (api, page, health.status_code) == (503, 503, 503)
+    assert health.json == {"status": "error", "database": "unavailable",
+                           "reason": "unable to open database file"}
+    assert not database.exists()  # no new, empty database took the writes
+    os.link(backup, database)  # the file is restored: the same app writes again
+    api, page, health = write("after")
+    assert (api, page, health.status_code) == (201, 302, 200)
+    assert titles_in(database) == ["after", "after", "before", "before"]  # every 201, no other
+
+
+def test_a_full_disk_is_503_and_recovers_when_space_is_freed(tmp_path, caplog):
+    with small_disk(tmp_path / "disk") as disk:
+        app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET,
+                          "DATABASE": str(disk / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+        write = signed_in_writer(app.test_client())
+        assert write("before")[:2] == (201, 302)
+        filler = fill_disk(disk)
+        with caplog.at_level("ERROR", logger="app"):
+            api, page, health = write("while full")
+        assert (api, page, health.status_code) == (503, 503, 503)
+        assert health.json["reason"] in ("database or disk is full", "disk I/O error")
+        assert "Database unavailable" in caplog.text and "Traceback" not in caplog.text
+        filler.unlink()
+        api, page, health = write("after")
+        assert (api, page, health.status_code) == (201, 302, 200)
+        assert titles_in(disk / "db.sqlite") == ["after", "after", "before", "before"]
+
+
+@pytest.mark.parametrize("mounted", [False, True], ids=["at /", "under /demo"])
+def test_a_configured_secret_key_needs_no_instance_folder(clean_environment, tmp_path, mounted):
+    clean_environment.setenv("FLASK_SECRET_KEY", TEST_SECRET)  # as .env.example suggests
+    instance = tmp_path / "instance"
+    app = create_app(instance_path=str(instance))
+    prefix = "/demo" if mounted else ""
+    if mounted:
+        app.wsgi_app = DispatcherMiddleware(NotFound(), {"/demo": app.wsgi_app})
+    assert not instance.exists()
+    client = app.test_client()
+    assert client.get(prefix + "/healthz").json == {"status": "ok", "database": "ok"}
+    assert AuthActions(client, prefix).register().headers["Location"] == prefix + "/notes"
+    assert client.get(prefix + "/notes").status_code == 200
+    assert (instance / "flask_tour.sqlite").exists() and not (instance / "secret_key").exists()
+
+
+def test_a_database_in_a_missing_folder_stops_start_up_naming_it(tmp_path):
+    database = str(tmp_path / "no-such-folder" / "tour.sqlite")
+    with pytest.raises(RuntimeError, match=re.escape(repr(database))):
+        create_app({"TESTING": True, "DATABASE": database}, instance_path=str(tmp_path / "i"))
+    started = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "routes"], cwd=ROOT,
+                             env={**os.environ, "FLASK_DATABASE": database,
+                                  "FLASK_SECRET_KEY": TEST_SECRET},
+                             capture_output=True, text=True, timeout=30)
+    assert started.returncode != 0 and database in started.stderr
+    assert "its folder does not exist" in started.stderr
+
+
 # ---------------------------------------------------------------------------
 # 10. Models (an ORM-style layer over sqlite3)
 # ---------------------------------------------------------------------------
