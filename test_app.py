@@ -3102,6 +3102,56 @@ def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
     assert set(notes) - set(acknowledged) <= {o.title for o in lost_answers}
 
 
+def test_healthz_proves_a_write_and_leaves_nothing_behind(app, client, monkeypatch):
+    monkeypatch.setattr(tour, "BUSY_TIMEOUT", 0.2)
+    assert client.get("/healthz").status_code == 200
+    assert count_rows(app, "health_checks") == 0
+    blocker = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock: reads still work
+    try:
+        locked = client.get("/healthz")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert locked.status_code == 503 and locked.json["reason"] == "database is locked"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_checks_the_file_at_the_configured_path(app, client, tmp_path):
+    database = Path(app.config["DATABASE"])
+    assert client.get("/healthz").status_code == 200
+    moved = tmp_path / "moved.sqlite"
+    database.rename(moved)  # the file the app used is no longer at the configured path
+    gone = client.get("/healthz")
+    assert gone.status_code == 503 and gone.json == {
+        "status": "error", "database": "unavailable", "reason": "unable to open database file"}
+    moved.rename(database)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_database_deleted_under_load_acknowledges_only_what_it_keeps(tmp_path):
+    """gunicorn under writes while the file is deleted: 503s, never a 201 the file lacks."""
+    database, backup = tmp_path / "gunicorn.sqlite", tmp_path / "backup.sqlite"
+    with run_gunicorn(tmp_path) as server:
+        with WriteLoad(server.url, token_for(server.url)) as load:
+            wait_for(lambda: len(load.replies) >= 50, "writes before the deletion")
+            os.link(database, backup)  # the deleted file, kept where the test can put it back
+            database.unlink()
+            deleted_at = len(load.replies)
+            wait_for(lambda: len(load.replies) >= deleted_at + 50, "writes after the deletion")
+        health = LiveClient(server.url).get("/healthz")
+        os.link(backup, database)  # restored: the same workers take writes again
+        restored = LiveClient(server.url).get("/healthz")
+    assert load.errors == [] and {status for _, status, _ in load.replies} == {201, 503}
+    assert all(status == 503 for _, status, _ in load.replies[deleted_at + 8:])  # 8: in flight
+    assert health.status == 503 and health.json["reason"] == "unable to open database file"
+    assert restored.status == 200
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        stored = dict(db.execute("SELECT id, title FROM notes"))
+    acknowledged = {note_id: title for title, status, note_id in load.replies if status == 201}
+    assert acknowledged.items() <= stored.items()
+
+
 # --- 14: production settings, nginx and rolling restarts ---------------------
 
 
