@@ -1,6 +1,7 @@
 """Tests for Flask Tour, in the same numbered sections as app.py."""
 
 import contextlib
+import fcntl
 import functools
 import http.client
 import io
@@ -8,6 +9,7 @@ import json
 import multiprocessing
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -593,6 +595,104 @@ def dump_dom(url, tmp_path, timeout=60):
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+
+def pipe():
+    """os.pipe(), its original descriptors closed once the caller has copied them."""
+    ends = os.pipe()
+    try:
+        yield from ends
+    finally:
+        for fd in ends:
+            os.close(fd)
+
+
+class HeadlessChromium:
+    """Headless Chromium driven over its DevTools pipe (stdlib only): JSON commands ended by
+    a NUL byte go to its fd 3, answers come back on its fd 4. Measures what --dump-dom cannot:
+    the page's own script is the only one the CSP lets run, but the DevTools protocol may."""
+
+    def __init__(self, tmp_path, timeout=30):
+        self.timeout, self.next_id, self.buffer, self.session = timeout, 0, b"", None
+        # Pipe ends numbered 10 or more, so none is already the 3 or 4 it must become.
+        to_browser, self.commands = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
+        self.answers, from_browser = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update",
+                   "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe",
+                   f"--user-data-dir={tmp_path / 'chromium-pipe-profile'}"]
+        # bash puts our pipe ends on the fds 3 and 4 that --remote-debugging-pipe expects.
+        shell = f'exec "$@" 3<&{to_browser} 4>&{from_browser} {to_browser}<&- {from_browser}>&-'
+        self.proc = subprocess.Popen(["bash", "-c", shell, "bash", *command],
+                                     pass_fds=(to_browser, from_browser), start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+
+    def send(self, method, **params):
+        """Run one DevTools command in the attached page (if any); its result."""
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if self.session and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\0" not in self.buffer:
+                assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
+                    f"chromium did not answer {method}"
+                chunk = os.read(self.answers, 65536)
+                assert chunk, "chromium closed its DevTools pipe"
+                self.buffer += chunk
+            text, _, self.buffer = self.buffer.partition(b"\0")
+            reply = json.loads(text)
+            if reply.get("id") == self.next_id:
+                assert "error" not in reply, (method, reply["error"])
+                return reply["result"]
+
+    def open(self, url, width, height=900):
+        """Load `url` in a window `width` × `height` CSS pixels wide, once it has loaded."""
+        if self.session is None:
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.send("Target.attachToTarget", targetId=target,
+                                     flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", url=url)
+        wait_for(lambda: self.evaluate("document.readyState === 'complete' && "
+                                       f"location.href === {json.dumps(url)}"),
+                 f"{url} to load", timeout=self.timeout)
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression in the page."""
+        return self.send("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def close(self):
+        for fd in (self.commands, self.answers):
+            os.close(fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def headless_chromium(tmp_path):
+    browser = HeadlessChromium(tmp_path)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+# How far the page is wider than the window, and the elements that stick out of it.
+OVERFLOW = """JSON.stringify({
+  overflow: document.documentElement.scrollWidth - innerWidth,
+  outside: Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > innerWidth + 0.5 && e.getClientRects().length
+                   && !e.closest(".table-wrap"))  // the one region meant to scroll sideways
+    .slice(0, 8).map((e) => e.tagName.toLowerCase() + (e.className ? "." + e.className : "")),
+})"""
+
 LOAD_SECONDS = 20
 
 
@@ -1006,6 +1106,36 @@ def test_xss_payloads_come_back_escaped_on_every_page(client, logged_in, payload
         assert payload not in html and path_safe not in html, response.request.url
         assert "<script>alert" not in html and "<img src=x" not in html and "<svg" not in html
     assert "&lt;" in pages[0].get_data(as_text=True)
+
+
+def browser_signed_in(browser, base, client):
+    """Give headless Chromium the test client's session cookie for `base`."""
+    browser.open(base + "/", 1280)
+    browser.send("Network.setCookie", name="session", url=base + "/",
+                 value=client.get_cookie("session").value)
+
+
+def assert_fits(browser, url, width, height=900):
+    """`url` at `width` px is no wider than the window and no element sticks out of it."""
+    browser.open(url, width, height)
+    measured = json.loads(browser.evaluate(OVERFLOW))
+    assert measured == {"overflow": 0, "outside": []}, (url, width, measured)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_long_text_wraps_instead_of_widening_the_page(app, client, logged_in, tmp_path):
+    long_url = "https://example.com/" + "a-very-long-path-segment/" * 12
+    client.post("/notes", data={"title": "T" * 200, "body": f"See {long_url} for more.",
+                                "csrf_token": csrf_from(client.get("/notes"))})
+    long_name = "N" * 200
+    with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
+        browser_signed_in(browser, base, client)
+        browser.open(base + "/notes", 1280)
+        assert browser.evaluate("document.querySelector('.notes h3').textContent") == "T" * 200
+        for width in (1280, 390):
+            for path in ("/notes", f"/user/{long_name}", f"/welcome/{long_name}",
+                         f"/search?q={long_name}"):
+                assert_fits(browser, base + path, width)
 
 
 # ---------------------------------------------------------------------------
@@ -3438,3 +3568,19 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
     assert '<span class="tok-keyword">def</span> <span class="tok-definition">jwt_encode</span>' in topic_dom
     for shown_by_script in (r'<section class="api-console"[^>]*>', r'<p class="hint"[^>]*>'):
         assert "hidden" not in re.search(shown_by_script, topic_dom).group(0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_path):
+    with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
+        browser.open(base + "/", 390)
+        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        for number in range(len(tour.TOPICS) + 1):
+            url = base + (f"/topics/{number}" if number else "/")
+            assert_fits(browser, url, 390)  # the API console's fieldsets included
+            if number:
+                browser.open(url, 1280, 720)
+                assert browser.evaluate("document.documentElement.classList.contains('large-text')")
+                code_top = browser.evaluate(
+                    "document.querySelector('.source pre').getBoundingClientRect().top")
+                assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
