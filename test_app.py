@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import flask
 import pytest
+import werkzeug.exceptions
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
 from flask import request, url_for
@@ -1011,6 +1012,16 @@ def test_template_links_to_the_current_blueprint_are_not_shared_between_blueprin
     assert [client.get(path).text for path in ("/shop/", "/blog/")] == ["/shop/", "/blog/"]
 
 
+def test_the_favicon_is_found_at_both_addresses(client):
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").get_data(as_text=True)
+    response = client.get("/favicon.ico")  # what browsers ask for before reading the page
+    assert response.status_code == 301 and response.headers["Location"] == "/static/favicon.svg"
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    mounted = client.get("/favicon.ico", base_url="http://localhost/demo")
+    assert mounted.headers["Location"] == "/demo/static/favicon.svg"
+
+
 def test_every_template_extends_base():
     for template in (ROOT / "templates").glob("*.html"):
         if not template.name.startswith("_") and template.name != "base.html":
@@ -1301,6 +1312,19 @@ def test_config_page_masks_secrets_and_shows_sources(client, app):
     assert re.search(r"<code>MAX_CONTENT_LENGTH</code></th><td><code>1048576</code></td>"
                      r"<td>Flask Tour default</td>", page)
     assert "create_app() argument" in page
+
+
+def test_config_table_scrolls_by_keyboard_and_hides_the_database_path(clean_environment, tmp_path):
+    configured = create_app({"TESTING": True, "DATABASE": str(tmp_path / "tour.sqlite")},
+                            instance_path=str(tmp_path / "i"))
+    default = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    for app in (configured, default):
+        page = app.test_client().get("/config").get_data(as_text=True)
+        assert app.config["DATABASE"] not in page and str(tmp_path) not in page
+        assert "<code>DATABASE</code></th><td><code>•••••• (" in page  # masked, as a path or unknown
+        # axe's scrollable-region-focusable: a keyboard can reach, and so scroll, the table
+        assert re.search(r'<div class="table-wrap" tabindex="0" role="region" aria-label="[^"]+">',
+                         page)
 
 
 def read_key_when_released(instance, barrier, keys):
@@ -2470,8 +2494,6 @@ CSRF_TARGETS = [
     ("POST", "/logout", {}),
     ("POST", "/register", {"username": "eve", "password": PASSWORD}),
     ("POST", "/login", {"username": "alice", "password": PASSWORD}),
-    ("PUT", "/notes/1/edit", {"title": "forged"}),
-    ("DELETE", "/notes/1/delete", {}),
 ]
 
 
@@ -2489,6 +2511,32 @@ def test_cross_site_request_forgery_is_400_and_writes_nothing(client, logged_in,
     assert "CSRF token" in response.get_data(as_text=True)
     assert database_snapshot(app) == before
     assert "Signed in as <strong>alice</strong>" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("method, url, status", [
+    ("POST", "/no-such-page", 404), ("DELETE", "/notes/1/delete", 405),
+    ("PUT", "/notes/1/edit", 405), ("POST", "/topics/99/x", 404)])
+def test_an_unsafe_request_to_no_route_is_its_404_or_405_not_a_csrf_400(client, logged_in, app,
+                                                                         method, url, status):
+    client.post("/notes", data={"title": "mine", "csrf_token": logged_in.token()})
+    before = database_snapshot(app)
+    response = client.open(url, method=method, data={"title": "forged"})  # no CSRF token
+    assert response.status_code == status and "CSRF" not in response.get_data(as_text=True)
+    assert database_snapshot(app) == before
+
+
+def test_deleting_a_note_asks_first_without_javascript(client, logged_in, app):
+    client.post("/notes", data={"title": "keep <me>?", "csrf_token": logged_in.token()})
+    notes_page = client.get("/notes").get_data(as_text=True)
+    assert 'href="/notes/1/delete"' in notes_page and "<form" not in notes_page.split("<h2>")[1]
+    confirm = client.get("/notes/1/delete")  # the link only asks
+    html = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and count_rows(app, "notes") == 1
+    assert "Delete this note?" in html and "keep &lt;me&gt;?" in html
+    assert 'method="post" action="/notes/1/delete"' in html and 'href="/notes">Cancel' in html
+    response = client.post("/notes/1/delete", data={"csrf_token": csrf_from(confirm)})
+    assert response.headers["Location"] == "/notes" and count_rows(app, "notes") == 0
+    assert client.get("/notes/1/delete").status_code == 404
 
 
 def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app):
@@ -2897,6 +2945,25 @@ def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client,
     assert "deliberate" not in response.get_data(as_text=True)
     api = client.get("/errors/500", headers={"Accept": "application/json"})
     assert api.json["status"] == 500 and "deliberate" not in api.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("code", sorted(tour.ERROR_SENTENCES))
+def test_error_pages_say_our_sentences_not_werkzeugs(app, client, code):
+    stock = werkzeug.exceptions.default_exceptions[code].description
+    app.add_url_rule(f"/test-abort-{code}", f"abort_{code}", lambda: flask.abort(code))
+    for response in (client.get(f"/test-abort-{code}"),
+                     client.get(f"/test-abort-{code}", headers={"Accept": "application/json"})):
+        body = response.get_data(as_text=True)
+        assert response.status_code == code and stock not in body and "browser" not in body
+        assert unescape(tour.ERROR_SENTENCES[code]) in unescape(body)
+    page = client.get(f"/test-abort-{code}").get_data(as_text=True)
+    assert 'href="/topics/13"' in page and 'href="/"' in page  # where to go from here
+
+
+def test_an_error_given_a_reason_keeps_it(client):
+    page = client.get("/errors/429").get_data(as_text=True)
+    assert "A demonstration of the rate-limit page." in page
+    assert tour.ERROR_SENTENCES[429] not in page
 
 
 # --- 13: attacks and faults --------------------------------------------------
