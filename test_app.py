@@ -3645,7 +3645,7 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
         for number in range(len(tour.TOPICS) + 1):
             url = base + (f"/topics/{number}" if number else "/")
             assert_fits(browser, url, 390)  # the API console's fieldsets included
-            if number:
+            if number in (1, 6, 11):  # the same layout; 11 has the most above its code
                 browser.open(url, 1280, 720)
                 assert browser.evaluate("document.documentElement.classList.contains('large-text')")
                 code_top = browser.evaluate(
