@@ -141,6 +141,12 @@ def welcome(user):
     return render_template("welcome.html", user=user)
 
 
+@templates_bp.route("/favicon.ico")
+def favicon():
+    """The icon, for browsers that ask for /favicon.ico before reading the page's <link>."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)
+
+
 @templates_bp.app_template_global()
 def has_endpoint(endpoint):
     """True when the app has a view for `endpoint`, so a template can link to it."""
@@ -1193,11 +1199,13 @@ def edit_note(note_id):
     return render_template("note_edit.html", note=note, values=values, errors=errors)
 
 
-@forms_bp.post("/notes/<int:note_id>/delete")
+@forms_bp.route("/notes/<int:note_id>/delete", methods=["GET", "POST"])
 @login_required
 def delete_note(note_id):
-    """Delete one of the user's notes."""
+    """Ask to confirm (GET), then delete one of the user's notes (POST)."""
     note = Note.get_for_user(note_id, g.user.id) or abort(404)
+    if request.method == "GET":  # a confirmation page: no JavaScript needed to ask first
+        return render_template("note_delete.html", note=note)
     note.delete()
     flash("Note deleted.")
     return redirect(url_for("forms.notes"))
@@ -1224,6 +1232,8 @@ def check_csrf():
     """Reject unsafe page requests whose CSRF token is not this session's."""
     # Without it, any site could make your browser post a form here with your cookie.
     if request.method not in UNSAFE_METHODS or is_api_request():
+        return
+    if request.url_rule is None:  # no such page (or method): its 404 or 405, not a CSRF 400
         return
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRFToken", "")
     expected = session.get("csrf_token")
@@ -1544,7 +1554,23 @@ errors_bp = Blueprint("errors", __name__)
 def handle_http_error(error):
     """Any HTTPException (abort, 404, 405 …), keeping headers such as Allow and Retry-After."""
     headers = {key: value for key, value in error.get_headers() if key.lower() != "content-type"}
-    return render_error(error.code, error.description, headers)
+    # Werkzeug's stock sentences speak to developers ("your browser doesn't understand how
+    # to supply the credentials"); a reason given to abort() is kept.
+    stock = error.description == type(error).description
+    detail = ERROR_SENTENCES.get(error.code, error.description) if stock else error.description
+    return render_error(error.code, detail, headers)
+
+
+ERROR_SENTENCES = {
+    400: "The request could not be understood. Check what you sent and try again.",
+    401: "You need to log in to see this.",
+    403: "You are not allowed to see this.",
+    404: "There is no page at this address. Check the link, or start again from the tour.",
+    405: "This address does not accept that kind of request.",
+    413: "What you sent is too large.",
+    415: "This address does not accept that kind of content.",
+    429: "Too many requests. Please wait a moment and try again.",
+}
 
 
 @errors_bp.app_errorhandler(sqlite3.OperationalError)

@@ -2,6 +2,7 @@
 
 import ast
 import contextlib
+import fcntl
 import functools
 import http.client
 import importlib.util
@@ -11,6 +12,7 @@ import json
 import multiprocessing
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -34,6 +36,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import flask
 import pytest
+import werkzeug.exceptions
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
 from flask import request, url_for
@@ -596,6 +599,104 @@ def dump_dom(url, tmp_path, timeout=60):
     return dom.decode()
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def pipe():
+    """os.pipe(), its original descriptors closed once the caller has copied them."""
+    ends = os.pipe()
+    try:
+        yield from ends
+    finally:
+        for fd in ends:
+            os.close(fd)
+
+
+class HeadlessChromium:
+    """Headless Chromium driven over its DevTools pipe (stdlib only): JSON commands ended by
+    a NUL byte go to its fd 3, answers come back on its fd 4. Measures what --dump-dom cannot:
+    the page's own script is the only one the CSP lets run, but the DevTools protocol may."""
+
+    def __init__(self, tmp_path, timeout=30):
+        self.timeout, self.next_id, self.buffer, self.session = timeout, 0, b"", None
+        # Pipe ends numbered 10 or more, so none is already the 3 or 4 it must become.
+        to_browser, self.commands = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
+        self.answers, from_browser = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
+        command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update",
+                   "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe",
+                   f"--user-data-dir={tmp_path / 'chromium-pipe-profile'}"]
+        # bash puts our pipe ends on the fds 3 and 4 that --remote-debugging-pipe expects.
+        shell = f'exec "$@" 3<&{to_browser} 4>&{from_browser} {to_browser}<&- {from_browser}>&-'
+        self.proc = subprocess.Popen(["bash", "-c", shell, "bash", *command],
+                                     pass_fds=(to_browser, from_browser), start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+
+    def send(self, method, **params):
+        """Run one DevTools command in the attached page (if any); its result."""
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if self.session and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            while b"\0" not in self.buffer:
+                assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
+                    f"chromium did not answer {method}"
+                chunk = os.read(self.answers, 65536)
+                assert chunk, "chromium closed its DevTools pipe"
+                self.buffer += chunk
+            text, _, self.buffer = self.buffer.partition(b"\0")
+            reply = json.loads(text)
+            if reply.get("id") == self.next_id:
+                assert "error" not in reply, (method, reply["error"])
+                return reply["result"]
+
+    def open(self, url, width, height=900):
+        """Load `url` in a window `width` × `height` CSS pixels wide, once it has loaded."""
+        if self.session is None:
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.send("Target.attachToTarget", targetId=target,
+                                     flatten=True)["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", url=url)
+        wait_for(lambda: self.evaluate("document.readyState === 'complete' && "
+                                       f"location.href === {json.dumps(url)}"),
+                 f"{url} to load", timeout=self.timeout)
+
+    def evaluate(self, expression):
+        """The value of a JavaScript expression in the page."""
+        return self.send("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def close(self):
+        for fd in (self.commands, self.answers):
+            os.close(fd)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def headless_chromium(tmp_path):
+    browser = HeadlessChromium(tmp_path)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+# How far the page is wider than the window, and the elements that stick out of it.
+OVERFLOW = """JSON.stringify({
+  overflow: document.documentElement.scrollWidth - innerWidth,
+  outside: Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > innerWidth + 0.5 && e.getClientRects().length
+                   && !e.closest(".table-wrap"))  // the one region meant to scroll sideways
+    .slice(0, 8).map((e) => e.tagName.toLowerCase() + (e.className ? "." + e.className : "")),
+})"""
 
 LOAD_SECONDS = 20
 
@@ -1193,6 +1294,16 @@ def test_template_links_to_the_current_blueprint_are_not_shared_between_blueprin
     assert [client.get(path).text for path in ("/shop/", "/blog/")] == ["/shop/", "/blog/"]
 
 
+def test_the_favicon_is_found_at_both_addresses(client):
+    assert '<link rel="icon" href="/static/favicon.svg"' in client.get("/").get_data(as_text=True)
+    response = client.get("/favicon.ico")  # what browsers ask for before reading the page
+    assert response.status_code == 301 and response.headers["Location"] == "/static/favicon.svg"
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    mounted = client.get("/favicon.ico", base_url="http://localhost/demo")
+    assert mounted.headers["Location"] == "/demo/static/favicon.svg"
+
+
 def test_every_template_extends_base():
     for template in (ROOT / "templates").glob("*.html"):
         if not template.name.startswith("_") and template.name != "base.html":
@@ -1288,6 +1399,36 @@ def test_xss_payloads_come_back_escaped_on_every_page(client, logged_in, payload
         assert payload not in html and path_safe not in html, response.request.url
         assert "<script>alert" not in html and "<img src=x" not in html and "<svg" not in html
     assert "&lt;" in pages[0].get_data(as_text=True)
+
+
+def browser_signed_in(browser, base, client):
+    """Give headless Chromium the test client's session cookie for `base`."""
+    browser.open(base + "/", 1280)
+    browser.send("Network.setCookie", name="session", url=base + "/",
+                 value=client.get_cookie("session").value)
+
+
+def assert_fits(browser, url, width, height=900):
+    """`url` at `width` px is no wider than the window and no element sticks out of it."""
+    browser.open(url, width, height)
+    measured = json.loads(browser.evaluate(OVERFLOW))
+    assert measured == {"overflow": 0, "outside": []}, (url, width, measured)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_long_text_wraps_instead_of_widening_the_page(app, client, logged_in, tmp_path):
+    long_url = "https://example.com/" + "a-very-long-path-segment/" * 12
+    client.post("/notes", data={"title": "T" * 200, "body": f"See {long_url} for more.",
+                                "csrf_token": csrf_from(client.get("/notes"))})
+    long_name = "N" * 200
+    with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
+        browser_signed_in(browser, base, client)
+        browser.open(base + "/notes", 1280)
+        assert browser.evaluate("document.querySelector('.notes h3').textContent") == "T" * 200
+        for width in (1280, 390):
+            for path in ("/notes", f"/user/{long_name}", f"/welcome/{long_name}",
+                         f"/search?q={long_name}"):
+                assert_fits(browser, base + path, width)
 
 
 # ---------------------------------------------------------------------------
@@ -1453,6 +1594,19 @@ def test_config_page_masks_secrets_and_shows_sources(client, app):
     assert re.search(r"<code>MAX_CONTENT_LENGTH</code></th><td><code>1048576</code></td>"
                      r"<td>Flask Tour default</td>", page)
     assert "create_app() argument" in page
+
+
+def test_config_table_scrolls_by_keyboard_and_hides_the_database_path(clean_environment, tmp_path):
+    configured = create_app({"TESTING": True, "DATABASE": str(tmp_path / "tour.sqlite")},
+                            instance_path=str(tmp_path / "i"))
+    default = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    for app in (configured, default):
+        page = app.test_client().get("/config").get_data(as_text=True)
+        assert app.config["DATABASE"] not in page and str(tmp_path) not in page
+        assert "<code>DATABASE</code></th><td><code>•••••• (" in page  # masked, as a path or unknown
+        # axe's scrollable-region-focusable: a keyboard can reach, and so scroll, the table
+        assert re.search(r'<div class="table-wrap" tabindex="0" role="region" aria-label="[^"]+">',
+                         page)
 
 
 def read_key_when_released(instance, barrier, keys):
@@ -1670,6 +1824,155 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
     assert "Database unavailable: unable to open database file" in caplog.text
     api = client.post("/api/token", json={"username": "abc", "password": PASSWORD})
     assert api.status_code == 503 and api.mimetype == "application/problem+json"
+
+
+# The faults of a production database, made for real: a read-only file, a deleted file, a
+# full disk. Each answers 503 to every write and to the health check, acknowledges nothing
+# it cannot keep, and recovers without a restart once the fault is repaired.
+
+
+@contextlib.contextmanager
+def read_only_file(path):
+    """`chmod 444` the file until the block ends; as root, whom modes do not stop, chattr +i."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        restore = functools.partial(path.chmod, 0o644)
+    elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
+        restore = functools.partial(subprocess.run, ["chattr", "-i", str(path)], check=True)
+    else:
+        pytest.skip("running as root where chattr +i is not available")
+    try:
+        yield
+    finally:
+        restore()
+
+
+@contextlib.contextmanager
+def small_disk(folder, size="2m"):
+    """A tmpfs of `size` mounted on `folder` until the block ends (needs root)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def fill_disk(folder):
+    """Write a file into `folder` until the disk is full; return its path."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as file:
+        with pytest.raises(OSError, match="No space left on device"):
+            for _ in range(100_000):
+                file.write(b"\0" * 65536)
+    return filler
+
+
+def signed_in_writer(client):
+    """Write a note through the API and through the form, then ask the health check.
+
+    Returns (API status, form status, /healthz response as a cookieless monitor gets it); the
+    tokens are fetched now, while the database still works."""
+    headers = api_headers(client, "apiuser")
+    AuthActions(client).register()
+    csrf_token = csrf_from(client.get("/notes"))
+
+    def write(title):
+        api = client.post("/api/notes", json={"title": title}, headers=headers)
+        page = client.post("/notes", data={"title": title, "csrf_token": csrf_token})
+        return api.status_code, page.status_code, client.application.test_client().get("/healthz")
+    return write
+
+
+def titles_in(database):
+    """The titles of the notes in the file at `database`, read without the app."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return sorted(row[0] for row in db.execute("SELECT title FROM notes"))
+
+
+def test_a_read_only_database_file_is_503_and_recovers_without_restart(app, client, caplog):
+    database, write = Path(app.config["DATABASE"]), signed_in_writer(client)
+    assert write("before")[:2] == (201, 302)
+    with read_only_file(database), caplog.at_level("ERROR", logger="app"):
+        api, page, health = write("while read-only")
+        reading = client.get("/notes")
+    assert (api, page, health.status_code) == (503, 503, 503)
+    assert health.json == {"status": "error", "database": "unavailable",
+                           "reason": "attempt to write a readonly database"}
+    assert reading.status_code == 200  # reads still work
+    assert "Database unavailable: attempt to write a readonly database" in caplog.text
+    api, page, health = write("after")  # the same app: no connection outlives its request
+    assert (api, page, health.status_code) == (201, 302, 200)
+    assert titles_in(database) == ["after", "after", "before", "before"]
+
+
+def test_a_deleted_database_file_takes_no_write_and_loses_nothing_acknowledged(app, client,
+                                                                               tmp_path):
+    database, write = Path(app.config["DATABASE"]), signed_in_writer(client)
+    assert write("before")[:2] == (201, 302)
+    backup = tmp_path / "backup.sqlite"
+    os.link(database, backup)  # the deleted file, kept where the test can put it back
+    database.unlink()
+    api, page, health = write("while deleted")
+    assert (api, page, health.status_code) == (503, 503, 503)
+    assert health.json == {"status": "error", "database": "unavailable",
+                           "reason": "unable to open database file"}
+    assert not database.exists()  # no new, empty database took the writes
+    os.link(backup, database)  # the file is restored: the same app writes again
+    api, page, health = write("after")
+    assert (api, page, health.status_code) == (201, 302, 200)
+    assert titles_in(database) == ["after", "after", "before", "before"]  # every 201, no other
+
+
+def test_a_full_disk_is_503_and_recovers_when_space_is_freed(tmp_path, caplog):
+    with small_disk(tmp_path / "disk") as disk:
+        app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET,
+                          "DATABASE": str(disk / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+        write = signed_in_writer(app.test_client())
+        assert write("before")[:2] == (201, 302)
+        filler = fill_disk(disk)
+        with caplog.at_level("ERROR", logger="app"):
+            api, page, health = write("while full")
+        assert (api, page, health.status_code) == (503, 503, 503)
+        assert health.json["reason"] in ("database or disk is full", "disk I/O error")
+        assert "Database unavailable" in caplog.text and "Traceback" not in caplog.text
+        filler.unlink()
+        api, page, health = write("after")
+        assert (api, page, health.status_code) == (201, 302, 200)
+        assert titles_in(disk / "db.sqlite") == ["after", "after", "before", "before"]
+
+
+@pytest.mark.parametrize("mounted", [False, True], ids=["at /", "under /demo"])
+def test_a_configured_secret_key_needs_no_instance_folder(clean_environment, tmp_path, mounted):
+    clean_environment.setenv("FLASK_SECRET_KEY", TEST_SECRET)  # as .env.example suggests
+    instance = tmp_path / "instance"
+    app = create_app(instance_path=str(instance))
+    prefix = "/demo" if mounted else ""
+    if mounted:
+        app.wsgi_app = DispatcherMiddleware(NotFound(), {"/demo": app.wsgi_app})
+    assert not instance.exists()
+    client = app.test_client()
+    assert client.get(prefix + "/healthz").json == {"status": "ok", "database": "ok"}
+    assert AuthActions(client, prefix).register().headers["Location"] == prefix + "/notes"
+    assert client.get(prefix + "/notes").status_code == 200
+    assert (instance / "flask_tour.sqlite").exists() and not (instance / "secret_key").exists()
+
+
+def test_a_database_in_a_missing_folder_stops_start_up_naming_it(tmp_path):
+    database = str(tmp_path / "no-such-folder" / "tour.sqlite")
+    with pytest.raises(RuntimeError, match=re.escape(repr(database))):
+        create_app({"TESTING": True, "DATABASE": database}, instance_path=str(tmp_path / "i"))
+    started = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "routes"], cwd=ROOT,
+                             env={**os.environ, "FLASK_DATABASE": database,
+                                  "FLASK_SECRET_KEY": TEST_SECRET},
+                             capture_output=True, text=True, timeout=30)
+    assert started.returncode != 0 and database in started.stderr
+    assert "its folder does not exist" in started.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -2473,8 +2776,6 @@ CSRF_TARGETS = [
     ("POST", "/logout", {}),
     ("POST", "/register", {"username": "eve", "password": PASSWORD}),
     ("POST", "/login", {"username": "alice", "password": PASSWORD}),
-    ("PUT", "/notes/1/edit", {"title": "forged"}),
-    ("DELETE", "/notes/1/delete", {}),
 ]
 
 
@@ -2492,6 +2793,32 @@ def test_cross_site_request_forgery_is_400_and_writes_nothing(client, logged_in,
     assert "CSRF token" in response.get_data(as_text=True)
     assert database_snapshot(app) == before
     assert "Signed in as <strong>alice</strong>" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("method, url, status", [
+    ("POST", "/no-such-page", 404), ("DELETE", "/notes/1/delete", 405),
+    ("PUT", "/notes/1/edit", 405), ("POST", "/topics/99/x", 404)])
+def test_an_unsafe_request_to_no_route_is_its_404_or_405_not_a_csrf_400(client, logged_in, app,
+                                                                         method, url, status):
+    client.post("/notes", data={"title": "mine", "csrf_token": logged_in.token()})
+    before = database_snapshot(app)
+    response = client.open(url, method=method, data={"title": "forged"})  # no CSRF token
+    assert response.status_code == status and "CSRF" not in response.get_data(as_text=True)
+    assert database_snapshot(app) == before
+
+
+def test_deleting_a_note_asks_first_without_javascript(client, logged_in, app):
+    client.post("/notes", data={"title": "keep <me>?", "csrf_token": logged_in.token()})
+    notes_page = client.get("/notes").get_data(as_text=True)
+    assert 'href="/notes/1/delete"' in notes_page and "<form" not in notes_page.split("<h2>")[1]
+    confirm = client.get("/notes/1/delete")  # the link only asks
+    html = confirm.get_data(as_text=True)
+    assert confirm.status_code == 200 and count_rows(app, "notes") == 1
+    assert "Delete this note?" in html and "keep &lt;me&gt;?" in html
+    assert 'method="post" action="/notes/1/delete"' in html and 'href="/notes">Cancel' in html
+    response = client.post("/notes/1/delete", data={"csrf_token": csrf_from(confirm)})
+    assert response.headers["Location"] == "/notes" and count_rows(app, "notes") == 0
+    assert client.get("/notes/1/delete").status_code == 404
 
 
 def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app):
@@ -2902,6 +3229,25 @@ def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client,
     assert api.json["status"] == 500 and "deliberate" not in api.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("code", sorted(tour.ERROR_SENTENCES))
+def test_error_pages_say_our_sentences_not_werkzeugs(app, client, code):
+    stock = werkzeug.exceptions.default_exceptions[code].description
+    app.add_url_rule(f"/test-abort-{code}", f"abort_{code}", lambda: flask.abort(code))
+    for response in (client.get(f"/test-abort-{code}"),
+                     client.get(f"/test-abort-{code}", headers={"Accept": "application/json"})):
+        body = response.get_data(as_text=True)
+        assert response.status_code == code and stock not in body and "browser" not in body
+        assert unescape(tour.ERROR_SENTENCES[code]) in unescape(body)
+    page = client.get(f"/test-abort-{code}").get_data(as_text=True)
+    assert 'href="/topics/13"' in page and 'href="/"' in page  # where to go from here
+
+
+def test_an_error_given_a_reason_keeps_it(client):
+    page = client.get("/errors/429").get_data(as_text=True)
+    assert "A demonstration of the rate-limit page." in page
+    assert tour.ERROR_SENTENCES[429] not in page
+
+
 # --- 13: attacks and faults --------------------------------------------------
 
 
@@ -3235,6 +3581,56 @@ def test_a_killed_worker_loses_no_acknowledged_note(tmp_path):
     assert set(notes) - set(acknowledged) <= {o.title for o in lost_answers}
 
 
+def test_healthz_proves_a_write_and_leaves_nothing_behind(app, client, monkeypatch):
+    monkeypatch.setattr(tour, "BUSY_TIMEOUT", 0.2)
+    assert client.get("/healthz").status_code == 200
+    assert count_rows(app, "health_checks") == 0
+    blocker = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock: reads still work
+    try:
+        locked = client.get("/healthz")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert locked.status_code == 503 and locked.json["reason"] == "database is locked"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_healthz_checks_the_file_at_the_configured_path(app, client, tmp_path):
+    database = Path(app.config["DATABASE"])
+    assert client.get("/healthz").status_code == 200
+    moved = tmp_path / "moved.sqlite"
+    database.rename(moved)  # the file the app used is no longer at the configured path
+    gone = client.get("/healthz")
+    assert gone.status_code == 503 and gone.json == {
+        "status": "error", "database": "unavailable", "reason": "unable to open database file"}
+    moved.rename(database)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_database_deleted_under_load_acknowledges_only_what_it_keeps(tmp_path):
+    """gunicorn under writes while the file is deleted: 503s, never a 201 the file lacks."""
+    database, backup = tmp_path / "gunicorn.sqlite", tmp_path / "backup.sqlite"
+    with run_gunicorn(tmp_path) as server:
+        with WriteLoad(server.url, token_for(server.url)) as load:
+            wait_for(lambda: len(load.replies) >= 50, "writes before the deletion")
+            os.link(database, backup)  # the deleted file, kept where the test can put it back
+            database.unlink()
+            deleted_at = len(load.replies)
+            wait_for(lambda: len(load.replies) >= deleted_at + 50, "writes after the deletion")
+        health = LiveClient(server.url).get("/healthz")
+        os.link(backup, database)  # restored: the same workers take writes again
+        restored = LiveClient(server.url).get("/healthz")
+    assert load.errors == [] and {status for _, status, _ in load.replies} == {201, 503}
+    assert all(status == 503 for _, status, _ in load.replies[deleted_at + 8:])  # 8: in flight
+    assert health.status == 503 and health.json["reason"] == "unable to open database file"
+    assert restored.status == 200
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        stored = dict(db.execute("SELECT id, title FROM notes"))
+    acknowledged = {note_id: title for title, status, note_id in load.replies if status == 201}
+    assert acknowledged.items() <= stored.items()
+
+
 # --- 14: production settings, nginx and rolling restarts ---------------------
 
 
@@ -3535,3 +3931,19 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
     assert '<span class="tok-keyword">def</span> <span class="tok-definition">jwt_encode</span>' in topic_dom
     for shown_by_script in (r'<section class="api-console"[^>]*>', r'<p class="hint"[^>]*>'):
         assert "hidden" not in re.search(shown_by_script, topic_dom).group(0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_path):
+    with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
+        browser.open(base + "/", 390)
+        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        for number in range(len(tour.TOPICS) + 1):
+            url = base + (f"/topics/{number}" if number else "/")
+            assert_fits(browser, url, 390)  # the API console's fieldsets included
+            if number in (1, 6, 11):  # the same layout; 11 has the most above its code
+                browser.open(url, 1280, 720)
+                assert browser.evaluate("document.documentElement.classList.contains('large-text')")
+                code_top = browser.evaluate(
+                    "document.querySelector('.source pre').getBoundingClientRect().top")
+                assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
