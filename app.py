@@ -677,7 +677,8 @@ def init_models(app):
 # After login the session cookie carries the user's id, signed with SECRET_KEY so it
 # cannot be forged. A hook loads `g.user` from it before every request, and
 # `login_required` sends visitors without one to the login page, then back. Repeated
-# failed logins are throttled in `authenticate`, across every worker process.
+# failed logins are throttled in `authenticate` (`LoginThrottle`), and registrations per
+# address in `check_registration_rate`, across every worker process.
 # Uses `is_api_request` (section 7), `User` (section 10), `add_schema` and `get_db`
 # (section 9), and the `forms.login` endpoint (section 5).
 
@@ -718,23 +719,40 @@ def safe_next_path(target):
 
 def authenticate(username, password):
     """The user these credentials belong to, or None; throttles repeated failures."""
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    window = current_app.config["LOGIN_FAILURE_WINDOW"]
+    config = current_app.config
     address = request.remote_addr or "unknown"
     # Record the attempt before the slow password check, so that parallel guesses
     # count each other and cannot all slip under the limit.
-    attempt = LoginThrottle.record_attempt(username, address, window)
-    wait = LoginThrottle.retry_after(username, address, limit, window)
+    attempt = LoginThrottle.record_attempt(username, address, config["LOGIN_FAILURE_WINDOW"])
+    wait = LoginThrottle.retry_after(attempt, username, address, config)
     if wait:
-        LoginThrottle.forget_attempt(attempt)
-        raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
+        LoginThrottle.forget_attempt(attempt)  # waiting out a delay must not lengthen it
+        raise TooManyRequests(f"Too many failed logins. Try again in {in_words(wait)}.",
+                              retry_after=wait)
     user = User.find(username) if username else None
     if user is None:
         check_password_hash(dummy_password_hash(), password)  # as slow as a real check
     elif user.check_password(password):
-        LoginThrottle.reset(username)
+        LoginThrottle.reset(username, address)
         return user
     return None
+
+
+def check_registration_rate():
+    """A 429 when this address has registered REGISTRATIONS_PER_HOUR accounts in the last hour."""
+    address = request.remote_addr or "unknown"
+    limit = current_app.config["REGISTRATIONS_PER_HOUR"]
+    wait = RegistrationThrottle.retry_after(address, limit, 3600)
+    if wait:  # one address creating accounts in bulk: spam, or names taken before their owners
+        raise TooManyRequests(f"Too many new accounts from your address. Try again in "
+                              f"{in_words(wait)}.", retry_after=wait)
+
+
+def in_words(seconds):
+    """A wait for people to read: '1 second', '40 seconds', '15 minutes'."""
+    if seconds < 100:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
 
 
 @functools.cache  # one hash per process: a fresh one per attempt would make unknown names slower
@@ -744,9 +762,20 @@ def dummy_password_hash():
 
 
 class LoginThrottle:
-    """Failed logins, one row each, counted per username and per client address.
+    """Failed logins, one row each, in SQLite so that every worker process sees the same counts.
 
-    The rows live in SQLite, so every worker process sees the same counts.
+    Three rules, each against its own attacker, none able to lock a class out:
+    - per username and address, LOGIN_MAX_FAILURES (5) in LOGIN_FAILURE_WINDOW (15 min), then
+      that pair waits out the window: an address guessing at one account is locked out of it,
+      its owner elsewhere is not;
+    - per username, from anywhere, a delay after each failure that grows with the failures of
+      the window (LOGIN_DELAYS: none for the first five, then 30, then 60 s): guessers on many
+      addresses get at most 6 tries in their first minute and 1 a minute after, while the owner
+      is never kept out for more than a minute, and no delay outlives the last guess by more.
+      Five, not fewer, because attempts still being checked count as failures (no race), and
+      a script or a class may log in to one account several times at once;
+    - per address, LOGIN_ADDRESS_MAX_FAILURES (200) in the window: spraying many accounts from
+      one address stops, while a class of 40 behind one NAT may mistype five times each.
     """
 
     @staticmethod
@@ -762,17 +791,25 @@ class LoginThrottle:
         return attempt
 
     @staticmethod
-    def retry_after(username, address, limit, window):
+    def retry_after(attempt, username, address, config):
         """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
-        now = time.time()
-        waits = []
-        for column, value in (("username", username), ("address", address)):
-            rows = get_db().execute(
-                f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
-                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
-            if len(rows) > limit:  # this attempt and `limit` earlier failures
-                waits.append(max(1, math.ceil(rows[limit][0] + window - now)))
-        return max(waits, default=0)
+        now, window = time.time(), config["LOGIN_FAILURE_WINDOW"]
+
+        def failures(where, *args):  # times of this attempt and the earlier ones, newest first
+            return [row[0] for row in get_db().execute(
+                f"SELECT failed_at FROM login_failures WHERE {where} AND failed_at > ?"
+                " AND rowid <= ? ORDER BY rowid DESC", (*args, now - window, attempt))]
+
+        def lock(times, limit):  # until the oldest of `limit` earlier failures leaves the window
+            return times[limit] + window - now if len(times) > limit else 0
+
+        pair = failures("username = ? AND address = ?", username, address)
+        earlier = failures("username = ?", username)[1:]  # parallel attempts count: no race
+        delays = config["LOGIN_DELAYS"]
+        delay = earlier[0] + delays[min(len(earlier), len(delays) - 1)] - now if earlier else 0
+        wait = max(lock(pair, config["LOGIN_MAX_FAILURES"]), delay,
+                   lock(failures("address = ?", address), config["LOGIN_ADDRESS_MAX_FAILURES"]))
+        return math.ceil(wait) if wait > 0 else 0
 
     @staticmethod
     def forget_attempt(attempt):
@@ -782,13 +819,37 @@ class LoginThrottle:
         db.commit()
 
     @staticmethod
-    def reset(username):
-        """After a successful login, forget the failures against this username."""
-        # Only this username's rows: logging in to your own account between guesses at
-        # other accounts must not reset the address's count.
+    def reset(username, address):
+        """After a successful login, forget this user's own failures from this address."""
+        # Only this pair's rows: logging in to your own account between guesses at other
+        # accounts must not reset the address's count, nor the owner the guessers' delay.
         db = get_db()
-        db.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+        db.execute("DELETE FROM login_failures WHERE username = ? AND address = ?",
+                   (username, address))
         db.commit()
+
+
+class RegistrationThrottle:
+    """Registrations per client address, so that one address cannot create accounts in bulk."""
+
+    @staticmethod
+    def retry_after(address, limit, window):
+        """Count this registration and return 0, or the seconds to wait when over the limit."""
+        now = time.time()
+        db = get_db()
+        db.execute("DELETE FROM registrations WHERE registered_at <= ?", (now - window,))
+        # Counted before the check, as logins are, so that parallel requests see each other.
+        attempt = db.execute("INSERT INTO registrations (address, registered_at) VALUES (?, ?)"
+                             " RETURNING rowid", (address, now)).fetchone()[0]
+        db.commit()
+        times = [row[0] for row in db.execute(
+            "SELECT registered_at FROM registrations WHERE address = ? AND rowid <= ?"
+            " ORDER BY rowid DESC LIMIT ?", (address, attempt, limit + 1))]
+        if len(times) <= limit:
+            return 0
+        db.execute("DELETE FROM registrations WHERE rowid = ?", (attempt,))  # a refusal is free
+        db.commit()
+        return max(1, math.ceil(times[limit] + window - now))
 
 
 LOGIN_SCHEMA = """
@@ -799,24 +860,34 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
 CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
+CREATE TABLE IF NOT EXISTS registrations (
+    address TEXT NOT NULL,
+    registered_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registrations_by_address ON registrations (address, registered_at);
 """
 
 
 @auth_bp.record_once
 def set_up_login(state):
-    """The throttle's settings and table, when the app registers this Blueprint."""
-    state.app.config.setdefault("LOGIN_MAX_FAILURES", 5)
-    state.app.config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds
+    """The throttles' settings and tables, when the app registers this Blueprint."""
+    config = state.app.config
+    config.setdefault("LOGIN_MAX_FAILURES", 5)  # per username and address, then locked
+    config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds a failed login counts
+    config.setdefault("LOGIN_ADDRESS_MAX_FAILURES", 200)  # per address: 40 students, 5 typos each
+    config.setdefault("LOGIN_DELAYS", (0, 0, 0, 0, 0, 30, 60))  # per username: s after nth failure
+    config.setdefault("REGISTRATIONS_PER_HOUR", 50)  # per address: a class registering together
     add_schema(state.app, LOGIN_SCHEMA)
 
 
 # --- 11.2 JSON Web Tokens ---------------------------------------------------
 # The API takes Bearer JWTs (RFC 7519), HS256 written with hmac, hashlib, base64 and json:
 # `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`. The
-# verifier accepts only HS256, compares signatures in constant time, requires `exp`, and
-# answers failures as RFC 6750 says. `/api/logout` revokes a token by its `jti`.
-# Uses `problem` (section 7), `key_bytes` (section 8), `get_db` and `add_schema`
-# (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
+# verifier accepts only HS256, compares signatures in constant time, requires `exp` and
+# our own `iss` and `aud`, never crashes on hostile input, and answers failures as
+# RFC 6750 says. `/api/logout` revokes a token by its `jti`.
+# Uses `problem` and `is_utf8_encodable` (section 7), `key_bytes` (section 8), `get_db`
+# and `add_schema` (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
 
 
 def token_required(view):
@@ -827,11 +898,15 @@ def token_required(view):
         if scheme.lower() != "bearer" or not token:
             return bearer_challenge("Send 'Authorization: Bearer <token>'.", error=None)
         try:
-            claims = jwt_decode(token.strip(), jwt_key())
+            claims = jwt_decode(token.strip(), jwt_key(), current_app.config["JWT_ISSUER"],
+                                current_app.config["JWT_AUDIENCE"])
         except InvalidToken as reason:
             return bearer_challenge(f"The token is invalid: {reason}.")
+        jti = claims.get("jti", "")
+        if not isinstance(jti, str) or not is_utf8_encodable(jti):  # SQLite can look up only text
+            return bearer_challenge("The token is invalid: 'jti' must be a string.")
         user = token_user(claims)
-        if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
+        if user is None or RevokedToken.is_revoked(jti):
             return bearer_challenge("The token is revoked or its user no longer exists.")
         g.api_user, g.token_claims = user, claims
         return view(*args, **kwargs)
@@ -842,7 +917,8 @@ def issue_token(user):
     """An access token for `user` and its lifetime in seconds."""
     lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
     now = int(time.time())
-    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+    claims = {"iss": current_app.config["JWT_ISSUER"], "aud": current_app.config["JWT_AUDIENCE"],
+              "sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
     return jwt_encode(claims, jwt_key()), lifetime
 
 
@@ -854,8 +930,8 @@ def jwt_encode(claims, key):
     return f"{signing_input}.{b64url_encode(hs256(key, signing_input))}"
 
 
-def jwt_decode(token, key, now=None):
-    """Verify an HS256 JWT and return its claims, or raise InvalidToken."""
+def jwt_decode(token, key, issuer, audience, now=None):
+    """Verify an HS256 JWT from `issuer` for `audience`: its claims, or InvalidToken."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("token too long")
     segments = token.split(".")
@@ -869,11 +945,14 @@ def jwt_decode(token, key, now=None):
         raise InvalidToken("only HS256 is accepted")
     if REFUSED_HEADERS & header.keys():
         raise InvalidToken("key selection and extension headers are not accepted")
+    if header.get("typ", "JWT") != "JWT":  # another type (at+jwt, an ID token …) is not ours
+        raise InvalidToken("only typ JWT is accepted")
     expected = hs256(key, f"{header_segment}.{payload_segment}")
     if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
         raise InvalidToken("bad signature")
     claims = json_object(payload_segment)
     check_time_claims(claims, time.time() if now is None else now)
+    check_issuer_and_audience(claims, issuer, audience)
     return claims
 
 
@@ -887,6 +966,7 @@ BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # Header parameters that would pick the key or the rules from the token itself
 # (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
 REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
+MAX_NUMERIC_DATE = 2**53  # far beyond any real date; larger numbers lose precision as floats
 
 
 def b64url_encode(data):
@@ -912,6 +992,8 @@ def json_object(segment):
                            parse_constant=lambda name: float("nan"))
     except ValueError:  # invalid JSON or UTF-8 (JSONDecodeError, UnicodeDecodeError)
         raise InvalidToken("segment is not JSON") from None
+    except RecursionError:  # [[[[…]]]]: nesting deep enough to exhaust the parser's stack
+        raise InvalidToken("segment is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidToken("segment is not a JSON object")
     return value
@@ -928,15 +1010,18 @@ def hs256(key, signing_input):
     return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
 
 
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_numeric_date(value):
+    """True for a JSON number usable as seconds since 1970: not a bool, NaN, infinite or huge."""
+    # Compared, never converted: math.isfinite(10**400) raises OverflowError. NaN fails both tests.
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE)
 
 
 def check_time_claims(claims, now):
     """Require a numeric `exp` in the future; `nbf` and `iat` must not be in the future."""
     for name in ("exp", "nbf", "iat"):
-        if name in claims and not is_number(claims[name]):
-            raise InvalidToken(f"'{name}' must be a number")
+        if name in claims and not is_numeric_date(claims[name]):
+            raise InvalidToken(f"'{name}' must be a number of seconds since 1970")
     if "exp" not in claims:
         raise InvalidToken("'exp' is required")
     if claims["exp"] <= now - CLOCK_LEEWAY:
@@ -945,6 +1030,15 @@ def check_time_claims(claims, now):
         raise InvalidToken("token not valid yet")
     if claims.get("iat", now) > now + CLOCK_LEEWAY:
         raise InvalidToken("token issued in the future")
+
+
+def check_issuer_and_audience(claims, issuer, audience):
+    """Require our `iss`, and our `aud` (a string, or an array that names us; RFC 7519 4.1.3)."""
+    if claims.get("iss") != issuer:  # signed by someone else who shares the key, or no one
+        raise InvalidToken("'iss' is not this app")
+    aud = claims.get("aud")  # a token meant for another API must not work on this one
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise InvalidToken("'aud' is not this API")
 
 
 def jwt_key():
@@ -966,7 +1060,8 @@ def bearer_challenge(detail, error="invalid_token"):
 def token_user(claims):
     """The existing user whose id is the token's `sub` (a string of digits), or None."""
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
+    # Canonical digits only: "0001" would be a second spelling of user 1's subject.
+    if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject):
         return None
     return User.get(int(subject))
 
@@ -1000,6 +1095,8 @@ def init_jwt(app):
     """The token settings and the revocation table."""
     app.config.setdefault("JWT_SECRET_KEY", None)  # None: derived from SECRET_KEY
     app.config.setdefault("JWT_ACCESS_TOKEN_EXPIRES", 900)  # seconds
+    app.config.setdefault("JWT_ISSUER", "flask-tour")  # our `iss`: other issuers' tokens refused
+    app.config.setdefault("JWT_AUDIENCE", "flask-tour-api")  # our `aud`: other APIs' refused
     add_schema(app, JWT_SCHEMA)
 
 
@@ -1008,7 +1105,8 @@ def init_jwt(app):
 # `POST /api/token`, then send `Authorization: Bearer <token>`; `POST /api/logout`
 # revokes it.
 # Uses `problem`, `json_body`, `validate`, `invalid_fields` and `USER_FIELDS` (section 7),
-# `User` and `UsernameTaken` (section 10), `authenticate` (section 11.1), and
+# `User` and `UsernameTaken` (section 10), `authenticate` and `check_registration_rate`
+# (section 11.1), and
 # `issue_token`, `token_required`, `bearer_challenge` and `RevokedToken` (section 11.2).
 
 accounts_bp = Blueprint("accounts", __name__, url_prefix="/api")
@@ -1021,6 +1119,7 @@ class UserAPI(MethodView):
         values, errors = validate(json_body(), USER_FIELDS)
         if errors:
             return invalid_fields(errors)
+        check_registration_rate()
         try:
             user = User.create(values["username"], values["password"])
         except UsernameTaken:
@@ -1112,7 +1211,8 @@ def parse_page(value):
 # must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
 # `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
-# `login_required`, `log_in`, `safe_next_path` and `authenticate` (section 11.1).
+# `login_required`, `log_in`, `safe_next_path`, `authenticate` and
+# `check_registration_rate` (section 11.1).
 
 forms_bp = Blueprint("forms", __name__)
 
@@ -1139,6 +1239,7 @@ def register():
     if request.method == "POST":
         values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
         if not errors:
+            check_registration_rate()
             try:
                 user = User.create(values["username"], values["password"])
             except UsernameTaken:
@@ -1342,7 +1443,7 @@ def openapi_paths():
     return {
         "/api/hello": {"get": operation("The cheat sheet's Hello resource", 200, message,
                                         secured=False)},
-        "/api/users": {"post": operation("Register", 201, ref("User"), (*BODY_ERRORS, 409),
+        "/api/users": {"post": operation("Register", 201, ref("User"), (*BODY_ERRORS, 409, 429),
                                          body="Credentials", secured=False)},
         "/api/token": {"post": operation("Log in and get a Bearer token", 200, ref("Token"),
                                          (*BODY_ERRORS, 401, 429), body="Credentials",

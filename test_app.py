@@ -190,6 +190,7 @@ def crawl(client, start, prefix="/"):
     return seen
 
 KEY = JWT_TEST_KEY.encode()
+ISSUER, AUDIENCE = "flask-tour", "flask-tour-api"  # the defaults of JWT_ISSUER and JWT_AUDIENCE
 
 
 def forge(header, claims, key=KEY):
@@ -207,7 +208,7 @@ BASE64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.di
 
 def valid_claims(**changes):
     """Claims our API accepts for user 1, with `changes` applied (None removes a claim)."""
-    claims = {"sub": "1", "exp": int(time.time()) + 600, **changes}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "exp": int(time.time()) + 600, **changes}
     return {name: value for name, value in claims.items() if value is not None}
 
 
@@ -1521,6 +1522,64 @@ def test_without_a_secret_key_the_session_says_so(app, client, caplog):
     assert "The session is unavailable because no secret key was set" in caplog.text
 
 
+# The login throttle, for a classroom: time is moved by a Clock, never slept.
+
+class Clock:
+    """The `time` module of app.py, where the throttles live: tests move time() instead of sleeping."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def time(self):
+        return self.now
+
+    def __getattr__(self, name):  # perf_counter and the rest: the real ones
+        return getattr(time, name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(tour, "time", clock)
+    return clock
+
+
+def token_attempt(client, username="alice", password=PASSWORD, address="127.0.0.1"):
+    """POST /api/token from the client address `address`."""
+    return client.post("/api/token", json={"username": username, "password": password},
+                       environ_base={"REMOTE_ADDR": address})
+
+
+def attempt_when_allowed(client, clock, *args):
+    """A token request that, when refused with 429, waits out Retry-After and tries again."""
+    response = token_attempt(client, *args)
+    if response.status_code == 429:
+        clock.now += int(response.headers["Retry-After"])
+        response = token_attempt(client, *args)
+    return response
+
+
+def test_a_class_of_40_behind_one_address_each_mistyping_twice_is_never_refused(app, clock):
+    room = {"REMOTE_ADDR": "127.0.0.2"}  # one NAT address for the whole class
+    students = {f"student{n}": AuthActions(app.test_client()) for n in range(40)}
+    for name, browser in students.items():  # the same instant throughout: the worst case
+        assert browser.register(name, environ_base=room).status_code == 302
+        browser.logout()
+    for typo in ("wrong password", PASSWORD.upper()):
+        for name, browser in students.items():
+            assert browser.login(name, typo, environ_base=room).status_code == 200
+    for name, browser in students.items():
+        response = browser.login(name, environ_base=room)
+        assert response.status_code == 302, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("seconds, words", [(1, "1 second"), (40, "40 seconds"), (99, "99 seconds"),
+                                            (100, "2 minutes"), (900, "15 minutes")])
+def test_waits_are_said_in_words(seconds, words):
+    assert tour.in_words(seconds) == words
+
+
+
 # --- 11.1: attacks and faults ------------------------------------------------
 
 
@@ -1613,32 +1672,37 @@ def failed_login(auth, username, address):
 def test_brute_force_on_one_username_is_throttled_with_retry_after(client, auth):
     auth.register()
     auth.logout()
-    for attempt in range(5):  # from five addresses, so only the username's count fills up
+    for attempt in range(5):  # from five addresses: only the username's delay grows
         assert failed_login(auth, "alice", f"198.51.100.{attempt}").status_code == 200
     page = auth.login(environ_base={"REMOTE_ADDR": "198.51.100.99"})
     assert page.status_code == 429 and page.mimetype == "text/html"
-    assert 800 < int(page.headers["Retry-After"]) <= 900
+    assert 0 < int(page.headers["Retry-After"]) <= 30
+    assert re.search(r"Try again in [0-9]+ seconds\.", page.get_data(as_text=True))
     api = client.post("/api/token", json={"username": "ALICE", "password": PASSWORD})
     assert api.status_code == 429 and api.mimetype == "application/problem+json"
-    assert 800 < int(api.headers["Retry-After"]) <= 900
+    assert 0 < int(api.headers["Retry-After"]) <= 30 and "Try again in" in api.json["detail"]
     assert client.post("/api/token", json={"username": "bob", "password": PASSWORD}
                        ).status_code == 401
 
 
-def test_password_spraying_from_one_address_is_throttled(client, auth):
+def test_password_spraying_from_one_address_is_throttled(app, client, auth):
     auth.register()
     auth.logout()
-    for name in ("bob", "carol", "dave", "erin", "frank"):
-        assert failed_login(auth, name, "203.0.113.7").status_code == 200
+    for number in range(app.config["LOGIN_ADDRESS_MAX_FAILURES"]):  # one guess at each account
+        response = token_attempt(client, f"user{number}", "wrong password", "203.0.113.7")
+        assert response.status_code == 401
     page = auth.login(environ_base={"REMOTE_ADDR": "203.0.113.7"})
     assert page.status_code == 429 and "Retry-After" in page.headers
+    assert "Try again in 15 minutes." in page.get_data(as_text=True)
     api = client.post("/api/token", json={"username": "alice", "password": PASSWORD},
                       environ_base={"REMOTE_ADDR": "203.0.113.7"})
     assert api.status_code == 429 and "Retry-After" in api.headers
     assert auth.login(environ_base={"REMOTE_ADDR": "203.0.113.8"}).status_code == 302
 
 
-def test_password_spraying_cannot_reset_its_count_by_logging_in_to_its_own_account(client, auth):
+def test_password_spraying_cannot_reset_its_count_by_logging_in_to_its_own_account(app, client,
+                                                                                   auth):
+    app.config["LOGIN_ADDRESS_MAX_FAILURES"] = 5  # the default, 200, takes longer to reach
     auth.register("mallory")
     auth.logout()
     for name in ("bob", "carol", "dave", "erin"):
@@ -1677,19 +1741,18 @@ def test_parallel_guesses_cannot_all_slip_under_the_limit(app, client, monkeypat
     release.set()
     for thread in threads:
         thread.join(timeout=10)
-    assert sorted(finished) == [401] * 5 + [429] * 7
+    free = app.config["LOGIN_DELAYS"].count(0)  # failures before the username's first delay
+    assert sorted(finished) == [401] * free + [429] * (guesses - free)
 
 
-def test_a_successful_login_resets_the_failure_count(client, auth):
+def test_a_successful_login_forgets_the_owners_own_typos(client, auth):
     auth.register()
     auth.logout()
-    for _ in range(4):
-        auth.login(password="wrong password")
-    assert auth.login().status_code == 302
-    auth.logout()
-    for _ in range(4):
-        assert auth.login(password="wrong password").status_code == 200
-    assert auth.login().status_code == 302
+    for _ in range(3):  # without the reset, the second round's third typo would wait 30 s
+        for _ in range(3):
+            assert auth.login(password="wrong password").status_code == 200
+        assert auth.login().status_code == 302
+        auth.logout()
 
 
 def test_login_throttle_is_shared_by_every_worker(client, auth, app):
@@ -1701,12 +1764,92 @@ def test_login_throttle_is_shared_by_every_worker(client, auth, app):
     response = other.post("/api/token", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 429
 
+
+@pytest.mark.parametrize("paced", [False, True], ids=["in a burst", "each guess when allowed"])
+def test_20_guessers_on_20_addresses_keep_the_owner_out_for_at_most_a_minute(client, clock, paced):
+    api_headers(client)
+    for number in range(1, 21):
+        address = f"127.0.0.{number}"
+        if paced:
+            assert attempt_when_allowed(client, clock, "alice", f"wrong guess {number}", address
+                                        ).status_code == 401
+        else:
+            response = token_attempt(client, "alice", f"wrong guess {number}", address)
+            assert response.status_code in (401, 429)
+        owner = token_attempt(client, address="127.0.0.100")  # the owner, at any moment
+        assert owner.status_code == 200 or int(owner.headers["Retry-After"]) <= 60
+    owner = token_attempt(client, address="127.0.0.100")
+    assert owner.status_code == 429 and int(owner.headers["Retry-After"]) <= 60
+    clock.now += 60
+    assert token_attempt(client, address="127.0.0.100").status_code == 200
+
+
+def test_a_guesser_on_many_addresses_gets_at_most_a_few_tries_a_minute_per_account(client, clock):
+    api_headers(client)
+    start, checked = clock.now, []
+    for second in range(600):  # a guess every second for ten minutes, each from a new address
+        clock.now = start + second
+        address = f"127.0.{second // 200}.{second % 200 + 1}"
+        if token_attempt(client, "alice", f"wrong guess {second}", address).status_code == 401:
+            checked.append(second)  # a guess whose password was checked
+    busiest_minute = max(sum(t <= other < t + 60 for other in checked) for t in checked)
+    assert busiest_minute <= 6 and len(checked) <= 6 + 10
+
+
+def test_one_address_guessing_one_account_is_locked_for_the_window_not_its_owner(client, clock):
+    api_headers(client)
+    guesser = "127.0.0.66"
+    for number in range(client.application.config["LOGIN_MAX_FAILURES"]):
+        assert attempt_when_allowed(client, clock, "alice", f"wrong guess {number}", guesser
+                                    ).status_code == 401
+    clock.now += 60
+    locked = token_attempt(client, "alice", "another guess", guesser)
+    assert locked.status_code == 429 and 13 * 60 < int(locked.headers["Retry-After"]) <= 15 * 60
+    assert locked.json["detail"] == "Too many failed logins. Try again in 14 minutes."
+    assert token_attempt(client, address="127.0.0.1").status_code == 200  # the owner, elsewhere
+    assert token_attempt(client, "alice", "another guess", guesser).status_code == 429
+    assert token_attempt(client, "bob", "a guess at bob", guesser).status_code == 401
+    clock.now += 15 * 60  # failures count for LOGIN_FAILURE_WINDOW, then the pair is free again
+    assert token_attempt(client, "alice", "another guess", guesser).status_code == 401
+
+
+def test_the_owner_logging_in_does_not_reset_the_guessers_delay(client, clock):
+    api_headers(client)
+    for number in range(5):
+        token_attempt(client, "alice", f"wrong guess {number}", f"127.0.0.{number + 1}")
+    clock.now += 30
+    assert token_attempt(client, address="127.0.0.100").status_code == 200
+    assert token_attempt(client, "alice", "wrong guess 6", "127.0.0.6").status_code == 401
+    assert token_attempt(client, "alice", "wrong guess 7", "127.0.0.7").status_code == 429
+
+
+@pytest.mark.parametrize("door", ["form", "api"])
+def test_registrations_from_one_address_are_limited_per_hour(app, clock, door):
+    def register(number, address):
+        environ = {"REMOTE_ADDR": address}
+        if door == "form":
+            return AuthActions(app.test_client()).register(f"user{number}", environ_base=environ)
+        return app.test_client().post("/api/users", environ_base=environ, json={
+            "username": f"user{number}", "password": PASSWORD})
+
+    limit = app.config["REGISTRATIONS_PER_HOUR"]
+    for number in range(limit):
+        assert register(number, "127.0.0.3").status_code in (201, 302)
+    refused = register(limit, "127.0.0.3")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) == 3600
+    assert "Try again in 60 minutes." in refused.get_data(as_text=True)
+    assert count_rows(app, "users") == limit
+    assert register(limit, "127.0.0.4").status_code in (201, 302)  # another address
+    clock.now += 3600
+    assert register(limit + 1, "127.0.0.3").status_code in (201, 302)
+
+
 # --- 11.2 JSON Web Tokens ----------------------------------------------------
 
 
 def test_jwt_round_trip():
-    claims = {"sub": "1", "exp": time.time() + 60}
-    assert jwt_decode(jwt_encode(claims, KEY), KEY) == claims
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "exp": time.time() + 60}
+    assert jwt_decode(jwt_encode(claims, KEY), KEY, ISSUER, AUDIENCE) == claims
 
 
 def test_token_lifetime_is_configurable(app, client):
@@ -1715,14 +1858,46 @@ def test_token_lifetime_is_configurable(app, client):
     assert client.post("/api/token", json={"username": "alice", "password": PASSWORD}
                        ).json["expires_in"] == 60
 
-# A token made by PyJWT 2 (jwt.encode({"sub": "1", "exp": 4102444800}, JWT_TEST_KEY)):
-# a standard library's token must verify with our code.
-PYJWT_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjo0MTAyNDQ0ODAwfQ."
-               "Qe_c7VelRNlARf8s8FxMt4vxplUUgwSKEnJaVsgDLGg")
+# A token made by PyJWT 2.15.1, a standard library, which our code must verify:
+#   jwt.encode({"sub": "1", "exp": 4102444800, "iss": "flask-tour", "aud": "flask-tour-api"},
+#              JWT_TEST_KEY)
+PYJWT_TOKEN = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIiwiZXhwIjo0MTAyNDQ0ODAwLCJpc3Mi"
+               "OiJmbGFzay10b3VyIiwiYXVkIjoiZmxhc2stdG91ci1hcGkifQ."
+               "gNAQKkX3KYRyEKE15fOQLh7C8ej2bTSahSbt5OWQKU4")
 
 
 def test_tokens_from_a_standard_library_are_accepted():
-    assert jwt_decode(PYJWT_TOKEN, KEY) == {"sub": "1", "exp": 4102444800}
+    assert jwt_decode(PYJWT_TOKEN, KEY, ISSUER, AUDIENCE) == {
+        "sub": "1", "exp": 4102444800, "iss": "flask-tour", "aud": "flask-tour-api"}
+
+
+def test_a_standard_library_accepts_our_tokens(client):
+    jwt = pytest.importorskip("jwt")  # PyJWT: not a dependency; skipped unless installed
+    token = api_headers(client)["Authorization"].split()[1]
+    claims = jwt.decode(token, JWT_TEST_KEY, algorithms=["HS256"], audience=AUDIENCE,
+                        issuer=ISSUER, options={"require": ["exp", "iss", "aud", "sub"]})
+    assert claims["sub"] == "1"
+    with pytest.raises(jwt.InvalidAudienceError):
+        jwt.decode(token, JWT_TEST_KEY, algorithms=["HS256"], audience="another-api")
+
+
+def test_tokens_carry_and_require_the_configured_issuer_and_audience(app, client):
+    headers = api_headers(client)
+    app.config["JWT_AUDIENCE"] = "another-api"  # a token for flask-tour-api is not for this one
+    assert_invalid_token(client, headers["Authorization"].split()[1])
+    app.config["JWT_ISSUER"] = "another-issuer"
+    assert client.get("/api/me", headers=api_headers(client)).status_code == 200
+    assert jwt_decode(api_headers(client)["Authorization"].split()[1], KEY, "another-issuer",
+                      "another-api")["iss"] == "another-issuer"
+
+
+@pytest.mark.parametrize("header, claims", [
+    ({"alg": "HS256"}, {}), ({"alg": "HS256", "typ": "JWT"}, {"aud": ["another-api", AUDIENCE]}),
+], ids=["no typ", "aud array naming us"])
+def test_jwt_without_typ_or_with_an_audience_array_naming_us_is_accepted(token_client, header,
+                                                                         claims):
+    token = forge(header, valid_claims(**claims))
+    assert token_client.get("/api/me", headers=bearer(token)).status_code == 200
 
 
 def test_missing_token_is_401_with_bare_bearer_challenge(client):
@@ -1749,9 +1924,10 @@ def test_jwt_rfc7515_a1_vector_signature_is_reproduced_and_token_is_expired():
     assert tour.b64url_decode(header) == b'{"typ":"JWT",\r\n "alg":"HS256"}'
     assert tour.b64url_encode(tour.hs256(key, f"{header}.{payload}")) == signature
     with pytest.raises(InvalidToken, match="expired"):
-        jwt_decode(RFC7515_A1_TOKEN, key)
-    claims = jwt_decode(RFC7515_A1_TOKEN, key, now=1300819380 - 60)  # the RFC's own time
-    assert claims == {"iss": "joe", "exp": 1300819380, "http://example.com/is_root": True}
+        jwt_decode(RFC7515_A1_TOKEN, key, "joe", AUDIENCE)
+    # At the RFC's own time, the signature and times pass; the token names no audience.
+    with pytest.raises(InvalidToken, match="'aud'"):
+        jwt_decode(RFC7515_A1_TOKEN, key, "joe", AUDIENCE, now=1300819380 - 60)
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
@@ -1927,6 +2103,102 @@ def test_session_cookie_alone_gets_401_on_the_api(client, logged_in):
         assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
     assert count_rows(client.application, "notes") == 0
 
+
+@pytest.mark.parametrize("changes", [
+    {"aud": "another-api"}, {"aud": ["another-api"]}, {"aud": None}, {"aud": ""},
+    {"aud": [["flask-tour-api"]]}, {"aud": {"flask-tour-api": True}},
+    {"iss": "https://evil.example"}, {"iss": None}, {"iss": ["flask-tour"]}, {"iss": "Flask-Tour"},
+    {"sub": "0001"}, {"sub": "01"}, {"sub": "0"},
+], ids=repr)
+def test_jwt_meant_for_another_api_issuer_or_spelling_of_the_user_is_rejected(token_client,
+                                                                            changes):
+    assert_invalid_token(token_client, forge(HS256, valid_claims(**changes)))
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "JWS", "jwt+at", "", None, 1, ["JWT"]])
+def test_jwt_of_another_type_is_rejected(token_client, typ):
+    response = assert_invalid_token(token_client, forge({**HS256, "typ": typ}, valid_claims()))
+    assert "typ" in response.json["detail"]
+
+
+# Hostile JSON texts for every header and claim field: every JSON type, numbers beyond any
+# float or date, NaN and Infinity, lone surrogates, and nesting deep enough to exhaust the
+# parser's stack (arrays: 1000 levels fit under MAX_TOKEN_LENGTH, objects only 400).
+HOSTILE_JSON = [
+    "null", "true", "false", "0", "-1", "1.5", "-0.0", "1e308", "1e400", "-1e400", "NaN",
+    "Infinity", "-Infinity", str(10**400), str(-10**400), str(2**53 + 1), str(2**63), "1E999",
+    '""', '"x"', '"0001"', '"1"', '"\\ud800"', '"\\u0000"', '"HS256"', '"JWT"', '"flask-tour"',
+    '"flask-tour-api"', "[]", "{}", '["flask-tour-api"]', '[null]', '{"a": 1}', '{"": {}}',
+    "[" * 1000 + "]" * 1000, "[" * 10 + str(10**400) + "]" * 10, '{"a":' * 400 + "1" + "}" * 400,
+]
+HEADER_FIELDS = ["alg", "typ", "cty", "zip", "kid", "crit", "b64"]
+CLAIM_FIELDS = ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "scope"]
+
+
+def json_with(members, name, raw):
+    """The JSON text of the object `members` with member `name` set to the JSON text `raw`."""
+    pairs = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in members.items()
+             if key != name]
+    return "{" + ", ".join([*pairs, f"{json.dumps(name)}: {raw}"]) + "}"
+
+
+def fuzzed_tokens():
+    """Tokens with a hostile value in each header and claim field, and hostile whole segments."""
+    header, claims = json.dumps(HS256), json.dumps(valid_claims())
+    for raw in HOSTILE_JSON:
+        yield raw_token(raw, claims)
+        yield raw_token(header, raw)
+        for name in HEADER_FIELDS:
+            yield raw_token(json_with(HS256, name, raw), claims)
+        for name in CLAIM_FIELDS:
+            yield raw_token(header, json_with(valid_claims(), name, raw))
+
+
+def test_the_decoder_fuzzed_raises_only_invalid_token_or_returns_valid_claims():
+    count = 0
+    for token in fuzzed_tokens():
+        try:
+            claims = jwt_decode(token, KEY, ISSUER, AUDIENCE)
+        except InvalidToken:
+            continue
+        finally:
+            count += 1
+        assert claims["iss"] == ISSUER and tour.is_numeric_date(claims["exp"]), token
+        assert claims["exp"] > time.time() - tour.CLOCK_LEEWAY, token
+    assert count > 500
+    # Deeper than any token may be: the parser's stack, not the length limit, is what stops it.
+    for text in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        with pytest.raises(InvalidToken, match="nested too deeply"):
+            tour.json_object(tour.b64url_encode(text.encode()))
+
+
+def test_the_api_answers_every_fuzzed_token_with_200_or_the_401_challenge(token_client):
+    for token in fuzzed_tokens():
+        response = token_client.get("/api/me", headers=bearer(token))
+        assert response.status_code in (200, 401), token
+        if response.status_code == 401:
+            assert response.headers["WWW-Authenticate"] == INVALID_TOKEN_CHALLENGE
+
+
+@pytest.mark.parametrize("method, url", [("GET", "/api/me"), ("POST", "/api/logout")])
+@pytest.mark.parametrize("field, raw", [
+    ("header", "[" * 1000 + "]" * 1000),  # 2,715 characters as a token, under MAX_TOKEN_LENGTH
+    ("sub", "[" * 1000 + "]" * 1000), ("exp", str(10**400)), ("iat", str(10**400)),
+    ("nbf", str(10**400)), ("exp", str(-10**400)),
+], ids=["nested header", "nested claim", "exp 10**400", "iat 10**400", "nbf 10**400",
+        "exp -10**400"])
+def test_tokens_that_crashed_the_verifier_are_401_with_the_challenge(token_client, method, url,
+                                                                     field, raw):
+    claims = json.dumps(valid_claims())
+    if field == "header":
+        token = raw_token(raw, claims)
+    else:
+        token = raw_token(json.dumps(HS256), json_with(valid_claims(), field, raw))
+    response = token_client.open(url, method=method, headers=bearer(token))
+    assert response.status_code == 401 and response.mimetype == "application/problem+json"
+    assert response.headers["WWW-Authenticate"] == INVALID_TOKEN_CHALLENGE
+
+
 # --- 11.3 The API's account endpoints ----------------------------------------
 
 
@@ -1942,8 +2214,10 @@ def test_token_endpoint_and_me(client):
     body = response.json
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"
-    claims = jwt_decode(body["access_token"], KEY)
-    assert set(claims) == {"sub", "iat", "exp", "jti"} and claims["exp"] - claims["iat"] == 900
+    claims = jwt_decode(body["access_token"], KEY, ISSUER, AUDIENCE)
+    assert set(claims) == {"iss", "aud", "sub", "iat", "exp", "jti"}
+    assert claims["exp"] - claims["iat"] == 900
+    assert (claims["iss"], claims["aud"]) == ("flask-tour", "flask-tour-api")
     me = client.get("/api/me", headers={"Authorization": "Bearer " + body["access_token"]})
     assert me.json["username"] == "alice" and "password_hash" not in me.json
 
