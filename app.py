@@ -395,7 +395,9 @@ def key_bytes(key):
 # flaskr's pattern: `get_db()` opens one connection per request, on first use, and keeps
 # it on `g`; `close_db()` closes it at teardown. Every section that has tables hands its
 # `CREATE TABLE IF NOT EXISTS` script to `add_schema`; the app's first connection creates
-# them all, and `flask init-db` drops and recreates them.
+# them all, and `flask init-db` drops and recreates them. A section that changes a table
+# it already had hands `add_upgrade` the SQL that brings an older database up to date: the
+# first connection runs each statement once, counted in SQLite's `PRAGMA user_version`.
 # Uses nothing from other sections.
 
 
@@ -406,7 +408,8 @@ def get_db():
         if not current_app.extensions.get("database_ready"):
             if os.path.dirname(path) == current_app.instance_path:  # the default place
                 os.makedirs(current_app.instance_path, exist_ok=True)
-            create_schema(path, current_app.extensions["schemas"])
+            create_schema(path, current_app.extensions["schemas"],
+                          current_app.extensions["upgrades"])
             current_app.extensions["database_ready"] = True
         g.db = connect(path)
     return g.db
@@ -433,17 +436,37 @@ def connect(path, create=False):
     return db
 
 
-def create_schema(path, schemas):
-    """Create the database file, in WAL mode, with every section's tables."""
+def create_schema(path, schemas, upgrades=()):
+    """Create the database file, in WAL mode, with every section's tables; upgrade an old one."""
     db = connect(path, create=True)
     try:
         db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (kept in the file)
+        upgrade_schema(db, upgrades)
         db.executescript("".join(schemas))
     finally:
         db.close()
 
 
-def init_db(path, schemas):
+def upgrade_schema(db, upgrades):
+    """Run the upgrade statements this database has not had yet, each once."""
+    db.isolation_level = None  # no implicit transaction: the one below is explicit
+    # Workers starting together queue here, so only the first one upgrades.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = db.execute("PRAGMA user_version").fetchone()[0]  # upgrades already run
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:  # a new file has
+            for statement in upgrades[done:]:  # nothing to upgrade: it gets today's tables
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {max(done, len(upgrades))}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")  # all or nothing: the next start tries again
+        raise
+    finally:
+        db.isolation_level = ""
+
+
+def init_db(path, schemas, upgrades=()):
     """Drop every table and create the schema afresh."""
     db = connect(path, create=True)  # foreign keys are enforced, so drop children first
     try:
@@ -452,7 +475,7 @@ def init_db(path, schemas):
         drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in reversed(tables))
         # One transaction: a request never sees the tables half dropped.
         db.executescript(f"PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {drops} "
-                         f"{''.join(schemas)} COMMIT;")
+                         f"{''.join(schemas)} PRAGMA user_version = {len(upgrades)}; COMMIT;")
     finally:
         db.close()
 
@@ -461,7 +484,8 @@ def init_db(path, schemas):
 @with_appcontext
 def init_db_command():
     """Delete all data and recreate the tables."""
-    init_db(current_app.config["DATABASE"], current_app.extensions["schemas"])
+    init_db(current_app.config["DATABASE"], current_app.extensions["schemas"],
+            current_app.extensions["upgrades"])
     click.echo(f"Initialized the database at {current_app.config['DATABASE']}.")
 
 
@@ -473,7 +497,7 @@ def init_database(app):
                            "Create the folder, or unset DATABASE to use the instance folder.")
     if not configured:
         app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
-    app.extensions["schemas"] = []
+    app.extensions["schemas"], app.extensions["upgrades"] = [], []
     app.teardown_appcontext(close_db)
     app.cli.add_command(init_db_command)
 
@@ -481,6 +505,11 @@ def init_database(app):
 def add_schema(app, schema):
     """Have the app create `schema`'s tables along with everyone else's."""
     app.extensions["schemas"].append(schema)
+
+
+def add_upgrade(app, *statements):
+    """Have the app run these SQL statements once on a database made before them."""
+    app.extensions["upgrades"].extend(statements)  # only ever append: their count is the version
 # ---------------------------------------------------------------------------
 # 10. Models (an ORM-style layer over sqlite3)
 # ---------------------------------------------------------------------------
@@ -488,7 +517,7 @@ def add_schema(app, schema):
 # `Note.get_for_user(...)`. This layer is the only code that writes SQL for users and
 # notes, and it always passes values as `?` parameters, so input such as `' OR 1=1 --`
 # is stored as text, never run. `init_models` hands the two tables to the database.
-# Uses `get_db` and `add_schema` (section 9).
+# Uses `get_db`, `add_schema` and `add_upgrade` (section 9).
 
 
 @dataclass
@@ -499,6 +528,7 @@ class User:
     username: str
     password_hash: str
     created_at: str
+    session_id: str  # random, new for every account and at every logout (section 11.1)
     table = "users"
 
     @classmethod
@@ -521,8 +551,9 @@ class User:
         db = get_db()
         try:
             row = db.execute(
-                "INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING *",
-                (username, generate_password_hash(password))).fetchone()
+                "INSERT INTO users (username, password_hash, session_id) VALUES (?, ?, ?)"
+                " RETURNING *", (username, generate_password_hash(password), new_session_id())
+            ).fetchone()
         except sqlite3.IntegrityError:
             raise UsernameTaken(username) from None
         db.commit()
@@ -531,6 +562,13 @@ class User:
     def check_password(self, password):
         """True when `password` matches the stored hash."""
         return check_password_hash(self.password_hash, password)
+
+    def end_sessions(self):
+        """A new session id for the account: every cookie and token it had stops working."""
+        db = get_db()
+        self.session_id = new_session_id()
+        db.execute("UPDATE users SET session_id = ? WHERE id = ?", (self.session_id, self.id))
+        db.commit()
 
     def delete(self):
         """Delete the user and, by cascade, their notes."""
@@ -605,6 +643,11 @@ class Note:
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
+def new_session_id():
+    """A random account session id: never reused, so never shared with a later account."""
+    return secrets.token_hex(16)
+
+
 class UsernameTaken(Exception):
     """Raised when a username exists already (compared case-insensitively)."""
 
@@ -649,7 +692,8 @@ CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    session_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS notes (
     id INTEGER PRIMARY KEY,
@@ -663,9 +707,17 @@ CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
 """
 
 
+# A database made before users had a session id gets one, random, for every user.
+SESSION_ID_UPGRADE = (
+    "ALTER TABLE users ADD COLUMN session_id TEXT NOT NULL DEFAULT ''",
+    "UPDATE users SET session_id = lower(hex(randomblob(16)))",
+)
+
+
 def init_models(app):
-    """Have the database create the users and notes tables."""
+    """Have the database create the users and notes tables, and upgrade older ones."""
     add_schema(app, MODELS_SCHEMA)
+    add_upgrade(app, *SESSION_ID_UPGRADE)
 # ---------------------------------------------------------------------------
 # 11. Authentication & JWT
 # ---------------------------------------------------------------------------
@@ -679,6 +731,17 @@ def init_models(app):
 # `login_required` sends visitors without one to the login page, then back. Repeated
 # failed logins are throttled in `authenticate` (`LoginThrottle`), and registrations per
 # address in `check_registration_rate`, across every worker process.
+#
+# A signed cookie alone cannot be logged out: the server keeps nothing, so a copy of the
+# cookie (stolen, or left on a shared computer) stays valid until it expires, whatever
+# the browser deleted at logout; and a cookie that says only "user 3" would log in to
+# whoever gets id 3 next. So the cookie also carries the account's `session_id`, a random
+# value stored with the user and checked on every request. `log_out` replaces it (as a
+# password change would, and deleting the account removes it), and every copy of the old
+# cookie turns anonymous. One value per account rather than a table of sessions: one
+# column, and logging out ends the account's sessions on every device and its API tokens
+# (section 11.2 puts it in their `sid` claim). Being random, it is never shared with a
+# later account, even one given the same id after a deletion or `flask init-db`.
 # Uses `is_api_request` (section 7), `User` (section 10), `add_schema` and `get_db`
 # (section 9), and the `forms.login` endpoint (section 5).
 
@@ -689,7 +752,15 @@ auth_bp = Blueprint("auth", __name__)
 def load_logged_in_user():
     """Put the session's user, or None, on `g.user`."""
     user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
-    g.user = User.get(user_id) if user_id is not None else None
+    user = User.get(user_id) if user_id is not None else None
+    # A cookie from before a logout, or of an earlier account with this id, is anonymous.
+    g.user = user if user and is_current_session(session.get("session_id"), user) else None
+
+
+def is_current_session(session_id, user):
+    """True when `session_id` is the account's current one (compared in constant time)."""
+    return (isinstance(session_id, str) and session_id.isascii() and bool(user.session_id)
+            and hmac.compare_digest(session_id, user.session_id))
 
 
 def login_required(view):
@@ -705,7 +776,14 @@ def login_required(view):
 def log_in(user):
     """Start a fresh session for `user`."""
     session.clear()  # a new session on login: no session fixation
-    session["user_id"] = user.id
+    session["user_id"], session["session_id"] = user.id, user.session_id
+
+
+def log_out():
+    """End the account's sessions on every device, then forget this one."""
+    if g.user is not None:
+        g.user.end_sessions()  # copies of the cookie stop working, not just this browser's
+    session.clear()
 
 
 def safe_next_path(target):
@@ -882,7 +960,8 @@ def set_up_login(state):
 
 # --- 11.2 JSON Web Tokens ---------------------------------------------------
 # The API takes Bearer JWTs (RFC 7519), HS256 written with hmac, hashlib, base64 and json:
-# `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`. The
+# `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`;
+# `sid` carries the account's session id (section 11.1), so a logout ends tokens too. The
 # verifier accepts only HS256, compares signatures in constant time, requires `exp` and
 # our own `iss` and `aud`, never crashes on hostile input, and answers failures as
 # RFC 6750 says. `/api/logout` revokes a token by its `jti`.
@@ -918,7 +997,8 @@ def issue_token(user):
     lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
     now = int(time.time())
     claims = {"iss": current_app.config["JWT_ISSUER"], "aud": current_app.config["JWT_AUDIENCE"],
-              "sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+              "sub": str(user.id), "sid": user.session_id, "iat": now, "exp": now + lifetime,
+              "jti": uuid.uuid4().hex}
     return jwt_encode(claims, jwt_key()), lifetime
 
 
@@ -1058,12 +1138,17 @@ def bearer_challenge(detail, error="invalid_token"):
 
 
 def token_user(claims):
-    """The existing user whose id is the token's `sub` (a string of digits), or None."""
-    subject = claims.get("sub")
+    """The user whose id is the token's `sub` and whose current session is its `sid`, or None."""
+    subject, session_id = claims.get("sub"), claims.get("sid")
     # Canonical digits only: "0001" would be a second spelling of user 1's subject.
     if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject):
         return None
-    return User.get(int(subject))
+    user = User.get(int(subject))
+    # `sid` binds the token to this account and its session: after a logout, or when the id
+    # belongs to a later account (deletion, `flask init-db`), the token is refused.
+    if user is None or not isinstance(session_id, str) or not session_id.isascii():
+        return None
+    return user if user.session_id and hmac.compare_digest(session_id, user.session_id) else None
 
 
 class RevokedToken:
@@ -1211,7 +1296,7 @@ def parse_page(value):
 # must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
 # `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
-# `login_required`, `log_in`, `safe_next_path`, `authenticate` and
+# `login_required`, `log_in`, `log_out`, `safe_next_path`, `authenticate` and
 # `check_registration_rate` (section 11.1).
 
 forms_bp = Blueprint("forms", __name__)
@@ -1253,8 +1338,8 @@ def register():
 
 @forms_bp.post("/logout")
 def logout():
-    """Forget the session."""
-    session.clear()
+    """End the session: this cookie and every copy of it."""
+    log_out()
     flash("You are logged out.")
     return redirect(url_for("forms.login"))
 

@@ -191,6 +191,7 @@ def crawl(client, start, prefix="/"):
 
 KEY = JWT_TEST_KEY.encode()
 ISSUER, AUDIENCE = "flask-tour", "flask-tour-api"  # the defaults of JWT_ISSUER and JWT_AUDIENCE
+SESSION_ID = "5e5510d15e5510d15e5510d15e5510d1"  # user 1's session id in `token_client`
 
 
 def forge(header, claims, key=KEY):
@@ -208,7 +209,8 @@ BASE64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.di
 
 def valid_claims(**changes):
     """Claims our API accepts for user 1, with `changes` applied (None removes a claim)."""
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "exp": int(time.time()) + 600, **changes}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "sid": SESSION_ID,
+              "exp": int(time.time()) + 600, **changes}
     return {name: value for name, value in claims.items() if value is not None}
 
 
@@ -235,6 +237,9 @@ def assert_invalid_token(client, token):
 def token_client(client):
     """A client whose user 1 exists and accepts a correctly forged token, so only the attack fails."""
     api_headers(client)
+    with client.application.app_context():  # a known session id, for `valid_claims`
+        tour.get_db().execute("UPDATE users SET session_id = ? WHERE id = 1", (SESSION_ID,))
+        tour.get_db().commit()
     assert client.get("/api/me", headers=bearer(forge(HS256, valid_claims()))).status_code == 200
     return client
 
@@ -1280,7 +1285,8 @@ def test_get_db_is_one_connection_per_request_closed_at_teardown(app):
 
 def test_a_request_that_fails_halfway_leaves_nothing_written(app):
     with app.app_context():
-        tour.get_db().execute("INSERT INTO users (username, password_hash) VALUES ('half', 'x')")
+        tour.get_db().execute("INSERT INTO users (username, password_hash, session_id)"
+                              " VALUES ('half', 'x', 'y')")
     assert count_rows(app, "users") == 0
 
 
@@ -1389,6 +1395,66 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
     assert "Database unavailable: unable to open database file" in caplog.text
     api = client.post("/api/token", json={"username": "abc", "password": PASSWORD})
     assert api.status_code == 503 and api.mimetype == "application/problem+json"
+
+
+# The users and notes tables as main made them before issue 12 (no session_id).
+SCHEMA_BEFORE_SESSION_IDS = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+"""
+
+
+def test_an_older_database_is_upgraded_once_by_workers_starting_together(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.executescript(SCHEMA_BEFORE_SESSION_IDS)
+        old.execute("INSERT INTO users (username, password_hash) VALUES ('alice', ?)",
+                    (werkzeug.security.generate_password_hash(PASSWORD),))
+        old.execute("INSERT INTO notes (user_id, title) VALUES (1, 'still mine')")
+        old.commit()
+    settings = {"TESTING": True, "SECRET_KEY": TEST_SECRET, "JWT_SECRET_KEY": JWT_TEST_KEY,
+                "DATABASE": str(path)}
+    workers = [create_app(settings, instance_path=str(tmp_path / "i")) for _ in range(4)]
+    start = threading.Barrier(len(workers))
+
+    def first_request(worker):  # each upgrades, or finds it done; a second ALTER would fail
+        start.wait(timeout=10)
+        return worker.test_client().get("/healthz").status_code
+    with ThreadPoolExecutor(len(workers)) as pool:
+        assert list(pool.map(first_request, workers)) == [200] * len(workers)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(tour.SESSION_ID_UPGRADE)
+        session_id, = db.execute("SELECT session_id FROM users").fetchone()
+    assert re.fullmatch(r"[0-9a-f]{32}", session_id)
+    auth = AuthActions(workers[0].test_client())
+    assert auth.login().status_code == 302
+    assert "still mine" in auth.client.get("/notes").get_data(as_text=True)
+    notes = auth.client.get("/api/notes", headers=api_headers(auth.client)).json["items"]
+    assert [note["title"] for note in notes] == ["still mine"]
+    new_app = create_app(settings, instance_path=str(tmp_path / "i"))  # a restart: nothing to do
+    assert new_app.test_client().get("/healthz").status_code == 200
+    assert AuthActions(new_app.test_client()).login().status_code == 302
+
+
+def test_a_new_database_and_init_db_need_no_upgrade(app, runner):
+    upgrades = len(tour.SESSION_ID_UPGRADE)  # a new file is made with today's tables
+    with app.app_context():
+        assert tour.get_db().execute("PRAGMA user_version").fetchone()[0] == upgrades
+    runner.invoke(args=["init-db"])
+    with app.app_context():
+        assert tour.get_db().execute("PRAGMA user_version").fetchone()[0] == upgrades
 
 
 # ---------------------------------------------------------------------------
@@ -1629,6 +1695,43 @@ def test_session_is_cleared_on_logout(client, logged_in):
     ("https:evil.example", "/notes"),
 ], ids=["path", "path with query", "absolute URL", "scheme-relative", "backslash",
         "double backslash", "javascript", "tab", "header injection", "scheme without slashes"])
+def signed_in_as(client):
+    """The name the page header shows for this client's session, or None when anonymous."""
+    page = client.get("/").get_data(as_text=True)
+    match = re.search(r"Signed in as <strong>([^<]*)</strong>", page)
+    return match and match[1]
+
+
+def test_a_copied_cookie_is_anonymous_after_logout_on_every_device(client, logged_in, app):
+    token = logged_in.token("/notes")
+    copied = client.get_cookie("session").value  # kept by an attacker, or a shared computer
+    other_device = AuthActions(app.test_client())
+    other_device.login()
+    logged_in.logout()
+    client.set_cookie("session", copied)
+    assert signed_in_as(client) is None and signed_in_as(other_device.client) is None
+    response = client.post("/notes", data={"title": "as alice", "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert count_rows(app, "notes") == 0
+    assert logged_in.login().status_code == 302 and signed_in_as(client) == "alice"
+
+
+def test_a_cookie_never_signs_in_to_a_later_account_with_the_same_id(app, runner):
+    browsers = {name: AuthActions(app.test_client()) for name in ("alice", "bob", "carol")}
+    for name, browser in browsers.items():
+        browser.register(name)
+    with app.app_context():
+        User.find("carol").delete()
+    AuthActions(app.test_client()).register("mallory")  # gets carol's id, 3
+    with app.app_context():
+        assert User.find("mallory").id == 3
+    assert signed_in_as(browsers["carol"].client) is None
+    runner.invoke(args=["init-db"])  # every id is free again
+    AuthActions(app.test_client()).register("eve")
+    assert signed_in_as(browsers["alice"].client) is None
+    assert signed_in_as(browsers["bob"].client) is None
+
+
 def test_open_redirect_via_next_lands_on_this_site(client, auth, next_url, expected):
     auth.register()
     auth.logout()
@@ -2076,6 +2179,30 @@ def test_jwt_of_a_deleted_user_is_rejected(client, app):
     assert_invalid_token(client, headers["Authorization"].split()[1])
 
 
+def test_a_token_never_authenticates_a_later_account_with_the_same_id(client, app, runner):
+    tokens = {name: api_headers(client, name) for name in ("alice", "bob", "carol")}
+    with app.app_context():
+        User.find("carol").delete()
+    api_headers(client, "mallory")  # gets carol's id, 3
+    assert client.get("/api/me", headers=tokens["carol"]).status_code == 401
+    client.post("/api/logout", headers=tokens["bob"])
+    runner.invoke(args=["init-db"])  # empties revoked_tokens too
+    api_headers(client, "eve")
+    api_headers(client, "dave")
+    for name in ("alice", "bob"):
+        response = client.get("/api/me", headers=tokens[name])
+        assert response.status_code == 401, name
+        assert response.headers["WWW-Authenticate"] == INVALID_TOKEN_CHALLENGE
+
+
+def test_logging_out_of_the_pages_ends_the_accounts_tokens(client, logged_in):
+    headers = api_headers(client)
+    assert client.get("/api/me", headers=headers).status_code == 200
+    logged_in.logout()
+    assert client.get("/api/me", headers=headers).status_code == 401
+    assert client.get("/api/me", headers=api_headers(client)).status_code == 200
+
+
 def test_jwt_survives_a_restart_and_dies_with_a_key_change(clean_environment, tmp_path):
     def start(instance, **settings):
         return create_app({"DATABASE": str(tmp_path / "db.sqlite"), **settings},
@@ -2132,7 +2259,7 @@ HOSTILE_JSON = [
     "[" * 1000 + "]" * 1000, "[" * 10 + str(10**400) + "]" * 10, '{"a":' * 400 + "1" + "}" * 400,
 ]
 HEADER_FIELDS = ["alg", "typ", "cty", "zip", "kid", "crit", "b64"]
-CLAIM_FIELDS = ["iss", "aud", "sub", "exp", "nbf", "iat", "jti", "scope"]
+CLAIM_FIELDS = ["iss", "aud", "sub", "sid", "exp", "nbf", "iat", "jti", "scope"]
 
 
 def json_with(members, name, raw):
@@ -2215,7 +2342,7 @@ def test_token_endpoint_and_me(client):
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
     assert response.headers["Cache-Control"] == "no-store"
     claims = jwt_decode(body["access_token"], KEY, ISSUER, AUDIENCE)
-    assert set(claims) == {"iss", "aud", "sub", "iat", "exp", "jti"}
+    assert set(claims) == {"iss", "aud", "sub", "sid", "iat", "exp", "jti"}
     assert claims["exp"] - claims["iat"] == 900
     assert (claims["iss"], claims["aud"]) == ("flask-tour", "flask-tour-api")
     me = client.get("/api/me", headers={"Authorization": "Bearer " + body["access_token"]})
