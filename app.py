@@ -757,6 +757,15 @@ def load_logged_in_user():
     g.user = user if user and is_current_session(session.get("session_id"), user) else None
 
 
+@auth_bp.after_app_request
+def no_store_for_signed_in_users(response):
+    """Pages seen by a signed-in user carry their data: no cache may keep them."""
+    # A shared computer's back button or a proxy would show them to the next person.
+    if g.get("user") is not None and request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def is_current_session(session_id, user):
     """True when `session_id` is the account's current one (compared in constant time)."""
     return (isinstance(session_id, str) and session_id.isascii() and bool(user.session_id)
@@ -988,7 +997,9 @@ def token_required(view):
         if user is None or RevokedToken.is_revoked(jti):
             return bearer_challenge("The token is revoked or its user no longer exists.")
         g.api_user, g.token_claims = user, claims
-        return view(*args, **kwargs)
+        response = current_app.make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"  # the caller's data: no cache keeps it
+        return response
     return wrapped
 
 
@@ -1293,7 +1304,8 @@ def parse_page(value):
 # `request.form.get`, so a missing field is a message, not the bare 400 of
 # `request.form['x']`; the form re-renders with the input kept and a message per field,
 # and success redirects, so a reload never posts twice. Every unsafe request to a page
-# must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
+# must carry the session's CSRF token, from the form or the `X-CSRFToken` header, and
+# must not come from another site's page, as the browser's `Origin` header tells.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
 # `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
 # `login_required`, `log_in`, `log_out`, `safe_next_path`, `authenticate` and
@@ -1413,6 +1425,19 @@ def check_csrf():
     expected = session.get("csrf_token")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(400, "The form's CSRF token is missing or out of date. Reload the page and try again.")
+    if is_cross_site():  # defence in depth, should a token ever leak
+        abort(400, "This form was sent from another site, so it was not accepted.")
+
+
+def is_cross_site():
+    """True unless the browser says this site sent the request (Origin; Referer over HTTPS)."""
+    source = request.headers.get("Origin")
+    if source is None and request.is_secure:  # Flask-WTF's WTF_CSRF_SSL_STRICT: Referer required
+        source = request.referrer or ""
+    if source is None:  # plain HTTP and no Origin: an old browser or a script; the token decides
+        return False
+    parts = urlsplit(source)  # "null" (a sandboxed or privacy-minded page) matches nothing
+    return (parts.scheme, parts.netloc) != (request.scheme, request.host)
 # ---------------------------------------------------------------------------
 # 6. REST APIs with Flask (MethodView)
 # ---------------------------------------------------------------------------
@@ -1873,8 +1898,11 @@ TOPICS = (
           "Forms that validate, keep input, and redirect after success.",
           "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
           "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
-          "token on every form, so another site cannot post as you; post/redirect/get, so a "
-          "reload never posts twice.",
+          "token on every form, so another site cannot post as you, and an `Origin` (over HTTPS "
+          "`Referer`) check behind it; post/redirect/get, so a reload never posts twice. "
+          "Flask-WTF's CSRFProtect checks the same session token and, over HTTPS, the `Referer` "
+          "(WTF_CSRF_SSL_STRICT); unlike ours, its tokens are signed and expire after an hour, "
+          "and it does not read `Origin`.",
           (("Register", "forms.register", {}), ("Log in", "forms.login", {}),
            ("Your notes", "forms.notes", {}))),
     Topic(6, "REST APIs with Flask (MethodView)",
@@ -1916,7 +1944,9 @@ TOPICS = (
           "Install Flask-JWT-Extended and call its `create_access_token`.",
           "Three parts that each copy alone: the session login with `login_required`; HS256 "
           "JWTs in a few short hmac/hashlib functions, so every check is there to read; and the "
-          "API's account endpoints, with revocation and throttled logins.",
+          "API's account endpoints, with revocation and throttled logins. A signed cookie alone "
+          "cannot be logged out (a copy stays valid until it expires), so it also carries the "
+          "account's random session id, which logout replaces on every device.",
           (("Log in", "forms.login", {}),
            ("The token endpoint, in the OpenAPI description", "api.openapi", {})),
           api_console=True),

@@ -1732,6 +1732,15 @@ def test_a_cookie_never_signs_in_to_a_later_account_with_the_same_id(app, runner
     assert signed_in_as(browsers["bob"].client) is None
 
 
+@pytest.mark.parametrize("url", ["/", "/notes", "/search?q=x", "/config", "/hooks",
+                                 "/topics/11", "/errors/404"])
+def test_pages_a_signed_in_user_sees_are_never_stored_by_a_cache(client, logged_in, url):
+    assert client.get(url).headers.get("Cache-Control") == "no-store"
+    assert "no-store" not in client.get("/static/style.css").headers.get("Cache-Control", "")
+    logged_in.logout()
+    assert "no-store" not in client.get(url).headers.get("Cache-Control", "")
+
+
 def test_open_redirect_via_next_lands_on_this_site(client, auth, next_url, expected):
     auth.register()
     auth.logout()
@@ -2195,6 +2204,17 @@ def test_a_token_never_authenticates_a_later_account_with_the_same_id(client, ap
         assert response.headers["WWW-Authenticate"] == INVALID_TOKEN_CHALLENGE
 
 
+def test_api_answers_with_the_callers_data_are_never_stored_by_a_cache(client):
+    headers = api_headers(client)
+    created = client.post("/api/notes", json={"title": "private"}, headers=headers)
+    responses = [created, client.get("/api/me", headers=headers),
+                 client.get("/api/notes", headers=headers),
+                 client.patch("/api/notes/1", json={"body": "x"}, headers=headers),
+                 client.get("/api/notes/1", headers=headers)]
+    for response in responses:
+        assert response.status_code < 300 and response.headers["Cache-Control"] == "no-store"
+
+
 def test_logging_out_of_the_pages_ends_the_accounts_tokens(client, logged_in):
     headers = api_headers(client)
     assert client.get("/api/me", headers=headers).status_code == 200
@@ -2611,6 +2631,30 @@ def test_cross_site_request_forgery_is_400_and_writes_nothing(client, logged_in,
     assert "CSRF token" in response.get_data(as_text=True)
     assert database_snapshot(app) == before
     assert "Signed in as <strong>alice</strong>" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("scheme, headers, accepted", [
+    ("http", {"Origin": "https://evil.example"}, False),
+    ("http", {"Origin": "null"}, False),
+    ("http", {"Origin": "http://localhost.evil.example"}, False),
+    ("https", {"Referer": "https://evil.example/form"}, False),
+    ("https", {"Origin": "http://localhost"}, False),  # the same host, but not over HTTPS
+    ("https", {}, False),  # over HTTPS, a browser always says where a form came from
+    ("http", {"Origin": "http://localhost"}, True),
+    ("http", {"Referer": "https://evil.example/"}, True),  # plain HTTP: only Origin is trusted
+    ("http", {}, True),
+    ("https", {"Referer": "https://localhost/notes"}, True),
+    ("https", {"Origin": "https://localhost", "Referer": "https://evil.example/"}, True),
+], ids=repr)
+def test_a_valid_token_sent_from_another_site_is_400(client, logged_in, app, scheme, headers,
+                                                      accepted):
+    token = logged_in.token("/notes")
+    response = client.post("/notes", data={"title": "forged?", "csrf_token": token},
+                           headers=headers, base_url=f"{scheme}://localhost")
+    assert response.status_code == (302 if accepted else 400)
+    assert count_rows(app, "notes") == (1 if accepted else 0)
+    if not accepted:
+        assert response.mimetype == "text/html" and "another site" in response.get_data(as_text=True)
 
 
 def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app):
