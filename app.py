@@ -191,12 +191,22 @@ def json_body():
     if not request.is_json:
         abort(415, "Send a JSON body with Content-Type: application/json.")
     try:
-        data = request.get_json()
+        data = json.loads(request.get_data(), object_pairs_hook=unique_members)
+    except ValueError:  # not JSON, or not UTF-8
+        abort(400, "The body is not valid JSON.")
     except RecursionError:  # absurdly nested JSON exhausts the parser's stack
         abort(400, "The JSON body is nested too deeply.")
     if not isinstance(data, dict):
         abort(422, "The JSON body must be an object.")
     return data
+
+
+def unique_members(pairs):
+    """A JSON object's members as a dict; a name given twice is a 400."""
+    # Parsers disagree on which duplicate wins (ours kept the last), so refuse both.
+    if len({name for name, _ in pairs}) != len(pairs):
+        abort(400, "The JSON body names a member twice.")
+    return dict(pairs)
 
 
 def is_api_request():
@@ -256,7 +266,9 @@ def validate(data, fields, partial=False):
             if not partial and field.min_length:
                 errors[name] = "This field is required."
             continue
-        value = data[name].strip() if isinstance(data[name], str) and name != "password" else data[name]
+        # Checked as sent, never stripped: forms, API and OpenAPI schema judge the same string
+        # (and str.strip() removes more than spaces: U+3000, U+0085, \x1c-\x1f).
+        value = data[name]
         message = field.check(value)
         if message:
             errors[name] = message
@@ -1280,7 +1292,7 @@ def user(name):
 @login_required
 def search():
     """Search the current user's notes, ten a page."""
-    query = request.args.get("q", "").strip()
+    query = request.args.get("q", "")
     error = SEARCH_FIELD.check(query)
     results = None
     if query and not error:
@@ -1319,8 +1331,8 @@ def login():
     """Log in with a username and password."""
     values, error = {}, None
     if request.method == "POST":
-        values = form_values(("username", "password"))
-        user = authenticate(values["username"], values["password"])
+        values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)  # as the API does
+        user = None if errors else authenticate(values["username"], values["password"])
         if user:
             log_in(user)
             flash(f"Logged in as {user.username}.")
@@ -1469,12 +1481,14 @@ class NoteListAPI(MethodView):
     decorators = [token_required]
 
     def get(self):
-        page_size = min(API_MAX_PAGE_SIZE, parse_page(request.args.get("per_page", 20)))
-        number = parse_page(request.args.get("page"))
-        query = request.args.get("q", "").strip()
-        error = SEARCH_FIELD.check(query)
-        if error:
-            return invalid_fields({"q": error})
+        errors = {}
+        number = whole_number_argument("page", 1, API_MAX_PAGE, errors)
+        page_size = whole_number_argument("per_page", 20, API_MAX_PAGE_SIZE, errors)
+        query = request.args.get("q", "")
+        if SEARCH_FIELD.check(query):
+            errors["q"] = SEARCH_FIELD.check(query)
+        if errors:  # the OpenAPI document's limits, exactly: no silent clamping
+            return invalid_fields(errors)
         page = (Note.search(g.api_user.id, query, number, page_size) if query
                 else Note.page_for_user(g.api_user.id, number, page_size))
         return {"items": [note.to_json() for note in page.items], "page": page.number,
@@ -1525,7 +1539,23 @@ api_bp.add_url_rule("/notes", view_func=NoteListAPI.as_view("notes"))
 api_bp.add_url_rule("/notes/<int:note_id>", view_func=NoteAPI.as_view("note"))
 
 API_MAX_PAGE_SIZE = 100
+API_MAX_PAGE = 1_000_000  # more pages than anyone has; a later page than the last shows the last
+
+
+def whole_number_argument(name, default, maximum, errors):
+    """The query argument `name` as a number from 1 to `maximum`; else a message in `errors`."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= maximum:
+        errors[name] = f"Must be a whole number from 1 to {maximum}."
+        return default
+    return int(text)
 BODY_ERRORS = (400, 413, 415, 422)  # what a JSON body can get wrong
+# Answers from gunicorn itself, before the app runs, as HTML: documented, not problem+json.
+SERVER_ERRORS = {414: "URI Too Long: gunicorn refuses a request line over 4094 bytes"}
+SEARCH_LIMIT = (f"At most {SEARCH_FIELD.max_length} characters, so that even percent-encoded "
+                "4-byte characters keep the request line under gunicorn's 4094 bytes (414).")
 
 
 @api_bp.route("/openapi.json")
@@ -1545,9 +1575,10 @@ def openapi_paths():
     """The operations of every /api route."""
     note_id = [{"name": "note_id", "in": "path", "required": True,
                 "schema": {"type": "integer", "minimum": 1}}]
-    paging = [{"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
-              for name in ("page", "per_page")] + [
-              {"name": "q", "in": "query",
+    paging = [{"name": name, "in": "query",
+               "schema": {"type": "integer", "minimum": 1, "maximum": maximum}}
+              for name, maximum in (("page", API_MAX_PAGE), ("per_page", API_MAX_PAGE_SIZE))] + [
+              {"name": "q", "in": "query", "description": SEARCH_LIMIT,
                "schema": {"type": "string", "maxLength": SEARCH_FIELD.max_length}}]
     message = {"type": "object", "properties": {"message": {"type": "string"}}}
     return {
@@ -1561,7 +1592,8 @@ def openapi_paths():
         "/api/logout": {"post": operation("Revoke the token used for this request", 204)},
         "/api/me": {"get": operation("The caller", 200, ref("User"))},
         "/api/notes": {
-            "get": operation("List your notes", 200, ref("NotePage"), (422,), parameters=paging),
+            "get": operation("List your notes", 200, ref("NotePage"), (414, 422),
+                             parameters=paging),
             "post": operation("Create a note", 201, ref("Note"), BODY_ERRORS, body="NoteInput")},
         "/api/notes/{note_id}": {
             "get": operation("Read a note", 200, ref("Note"), (404,), parameters=note_id),
@@ -1617,9 +1649,10 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
     if schema:
         success["content"] = {"application/json": {"schema": schema}}
     problems = sorted({*errors, 401} if secured else set(errors))
+    problem_json = {"application/problem+json": {"schema": ref("Problem")}}
     result = {"summary": summary, "responses": {str(status): success, **{
-        str(code): {"description": HTTP_ERROR_TITLES[code],
-                    "content": {"application/problem+json": {"schema": ref("Problem")}}}
+        str(code): {"description": HTTP_ERROR_TITLES.get(code, SERVER_ERRORS.get(code)),
+                    **({"content": problem_json} if code in HTTP_ERROR_TITLES else {})}
         for code in problems}}, "security": [{"bearerAuth": []}] if secured else []}
     if body:
         result["requestBody"] = {"required": True,

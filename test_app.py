@@ -1115,6 +1115,30 @@ def test_non_utf8_bytes_never_give_a_500(client, logged_in, method, url, kwargs)
     assert response.status_code < 500
 
 
+@pytest.mark.parametrize("title, accepted", [
+    ("x" * 200, True), (" " + "x" * 200, False), ("x" * 200 + "\u3000", False),
+    ("\x1c" + "x" * 200, False), ("x" * 200 + "\x85", False), ("  x  ", True),
+], ids=["200", "space + 200", "200 + U+3000", "\\x1c + 200", "200 + U+0085", "spaces kept"])
+def test_values_are_checked_as_sent_by_forms_and_api_alike(client, logged_in, app, title,
+                                                           accepted):
+    headers = api_headers(client, "bob")
+    api = client.post("/api/notes", json={"title": title}, headers=headers)
+    form = client.post("/notes", data={"title": title, "csrf_token": logged_in.token("/notes")})
+    assert (api.status_code, form.status_code) == ((201, 302) if accepted else (422, 200))
+    if accepted:
+        assert api.json["title"] == title
+    assert count_rows(app, "notes") == (2 if accepted else 0)
+
+
+@pytest.mark.parametrize("url", ["/api/users", "/api/token", "/api/notes"])
+def test_a_json_body_naming_a_member_twice_is_400(client, url):
+    response = client.post(url, data='{"username": "alice", "password": "x", "username": "bob"}',
+                           headers={**api_headers(client, "carol"),
+                                    "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert "twice" in response.json["detail"]
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_the_bare_api_path_answers_problem_json(client, method):
     response = client.open("/api", method=method)
@@ -1389,7 +1413,7 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
     client = app.test_client()
     page = client.get("/login")
     with caplog.at_level("ERROR", logger="app"):
-        page = client.post("/login", data={"username": "a", "password": "b",
+        page = client.post("/login", data={"username": "alice", "password": PASSWORD,
                                            "csrf_token": csrf_from(page)})
     assert page.status_code == 503 and page.headers["Retry-After"] and page.mimetype == "text/html"
     assert "Database unavailable: unable to open database file" in caplog.text
@@ -1527,8 +1551,10 @@ def test_sql_injection_through_every_field_and_query_parameter(client, logged_in
     assert client.get("/search", query_string={"q": text, "page": text}).status_code == 200
     assert text in client.get("/notes").get_data(as_text=True).replace("&#39;", "'").replace(
         "&#34;", '"').replace("&amp;", "&")
-    found = client.get("/api/notes", query_string={"q": text, "page": text, "per_page": text},
-                       headers=headers)
+    refused = client.get("/api/notes", query_string={"q": text, "page": text, "per_page": text},
+                         headers=headers)
+    assert refused.status_code == 422 and set(refused.json["errors"]) == {"page", "per_page"}
+    found = client.get("/api/notes", query_string={"q": text}, headers=headers)
     assert found.status_code == 200 and [n["title"] for n in found.json["items"]] == [text]
     assert client.get("/user/" + text.replace("\\", "x")).status_code == 200
     with app.app_context():
@@ -1682,19 +1708,6 @@ def test_session_is_cleared_on_logout(client, logged_in):
         assert session.get("csrf_token") != old_token
 
 
-@pytest.mark.parametrize("next_url, expected", [
-    ("/notes?page=2", "/notes?page=2"),
-    ("/search?q=x", "/search?q=x"),
-    ("https://evil.example", "/notes"),
-    ("//evil.example", "/notes"),
-    ("/\\evil.example", "/notes"),
-    ("\\\\evil.example", "/notes"),
-    ("javascript:alert(1)", "/notes"),
-    ("/\t/evil.example", "/notes"),
-    ("/notes\r\nSet-Cookie: x=y", "/notes"),
-    ("https:evil.example", "/notes"),
-], ids=["path", "path with query", "absolute URL", "scheme-relative", "backslash",
-        "double backslash", "javascript", "tab", "header injection", "scheme without slashes"])
 def signed_in_as(client):
     """The name the page header shows for this client's session, or None when anonymous."""
     page = client.get("/").get_data(as_text=True)
@@ -1741,6 +1754,19 @@ def test_pages_a_signed_in_user_sees_are_never_stored_by_a_cache(client, logged_
     assert "no-store" not in client.get(url).headers.get("Cache-Control", "")
 
 
+@pytest.mark.parametrize("next_url, expected", [
+    ("/notes?page=2", "/notes?page=2"),
+    ("/search?q=x", "/search?q=x"),
+    ("https://evil.example", "/notes"),
+    ("//evil.example", "/notes"),
+    ("/\\evil.example", "/notes"),
+    ("\\\\evil.example", "/notes"),
+    ("javascript:alert(1)", "/notes"),
+    ("/\t/evil.example", "/notes"),
+    ("/notes\r\nSet-Cookie: x=y", "/notes"),
+    ("https:evil.example", "/notes"),
+], ids=["path", "path with query", "absolute URL", "scheme-relative", "backslash",
+        "double backslash", "javascript", "tab", "header injection", "scheme without slashes"])
 def test_open_redirect_via_next_lands_on_this_site(client, auth, next_url, expected):
     auth.register()
     auth.logout()
@@ -1761,8 +1787,7 @@ def test_user_enumeration_via_the_login_message_is_impossible(client, auth):
     assert form_error("nobody", PASSWORD) == form_error("alice", "wrong password")
 
 
-@pytest.mark.parametrize("username", ["alice", "nobody", ""], ids=["wrong password", "unknown user",
-                                                                   "no username"])
+@pytest.mark.parametrize("username", ["alice", "nobody"], ids=["wrong password", "unknown user"])
 def test_user_enumeration_via_timing_is_prevented_by_always_checking_a_hash(client, auth,
                                                                             monkeypatch, username):
     auth.register()
@@ -2565,7 +2590,7 @@ def test_note_create_edit_delete(client, logged_in, app):
 
 def test_note_form_errors_keep_input(client, logged_in, app):
     token = logged_in.token("/notes")
-    html = client.post("/notes", data={"title": "  ", "body": "keep me", "csrf_token": token}
+    html = client.post("/notes", data={"title": "", "body": "keep me", "csrf_token": token}
                        ).get_data(as_text=True)
     assert "This field is required." in html and ">keep me</textarea>" in html
     html = client.post("/notes", data={"title": "x" * 201, "body": "", "csrf_token": token}
@@ -2657,6 +2682,19 @@ def test_a_valid_token_sent_from_another_site_is_400(client, logged_in, app, sch
         assert response.mimetype == "text/html" and "another site" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("username", ["x" * 200_000, " alice", "alice ", "alice\u3000", "al"],
+                         ids=["200,000 characters", "leading space", "trailing space",
+                              "ideographic space", "too short"])
+def test_the_login_form_applies_the_same_field_rules_as_the_api(client, auth, app, username):
+    auth.register()
+    auth.logout()
+    assert auth.login(username).status_code == 200  # refused, as the API refuses it
+    assert client.post("/api/token", json={"username": username, "password": PASSWORD}
+                       ).status_code == 422
+    assert count_rows(app, "login_failures") == 0  # nothing stored, however long
+    assert signed_in_as(client) is None
+
+
 def test_csrf_token_in_the_x_csrftoken_header_is_accepted(client, logged_in, app):
     token = logged_in.token("/notes")
     response = client.post("/notes", data={"title": "via header"}, headers={"X-CSRFToken": token})
@@ -2742,9 +2780,8 @@ def test_collection_pagination_and_search(client):
     assert first["items"][0]["title"] == "note 24"
     last = client.get("/api/notes?per_page=10&page=7", headers=headers).json
     assert last["page"] == 3 and len(last["items"]) == 5
-    capped = client.get("/api/notes?per_page=100000", headers=headers).json
-    assert capped["per_page"] == tour.API_MAX_PAGE_SIZE
-    assert client.get("/api/notes?per_page=abc", headers=headers).json["per_page"] == 1
+    biggest = client.get(f"/api/notes?per_page={tour.API_MAX_PAGE_SIZE}", headers=headers).json
+    assert biggest["per_page"] == tour.API_MAX_PAGE_SIZE
     found = client.get("/api/notes?q=EVEN", headers=headers).json
     assert found["total"] == 13
 
@@ -2831,6 +2868,66 @@ def test_fuzzing_every_api_operation_from_openapi_finds_no_500_and_no_leak(clien
             assert "Traceback" not in text and JWT_TEST_KEY not in text and TEST_SECRET not in text
             count += 1
     assert count > 300
+
+
+def examples(schema):
+    """(value, whether `schema` allows it) at and just past each limit of a string or integer."""
+    if schema.get("type") == "integer":
+        low, high = schema["minimum"], schema["maximum"]
+        yield from [(low, True), (high, True), (low - 1, False), (high + 1, False), ("x", False),
+                    ("", False), ("null", False), (" 1", False)]
+        return
+    shortest, longest = schema.get("minLength", 0), schema["maxLength"]
+    for text in ["a" * max(shortest, 1), "a" * longest, "a" * (longest + 1), "a" * (shortest - 1),
+                 " " + "a" * max(shortest, 1), "a" * longest + " ", "\u3000" + "a" * shortest,
+                 "\x1c" + "a" * (longest - 1), "a" * (longest - 1) + "\x85"]:
+        pattern = schema.get("pattern", "^[\\s\\S]*$")
+        yield text, shortest <= len(text) <= longest and bool(re.search(pattern, text))
+    yield 1, False
+
+
+def property_requests(document, note_url):
+    """(operation, method, url, body, whether the document allows it): one field changed at a time."""
+    schemas = document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        url = path.replace("/api/notes/{note_id}", note_url)
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] == "query":
+                    for value, valid in examples(parameter["schema"]):
+                        query = urlencode({parameter["name"]: value})  # in a URL, 1 is text too
+                        yield operation, method, f"{url}?{query}", None, valid or value == 1
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                schema = schemas[body["schema"]["$ref"].rsplit("/", 1)[1]]
+                base = {name: "a" * max(8, field.get("minLength", 0))
+                        for name, field in schema["properties"].items()}
+                for name, field in schema["properties"].items():
+                    for value, valid in examples(field):
+                        yield operation, method, url, {**base, name: value}, valid
+
+
+def test_answers_agree_with_the_openapi_document_at_every_limit(app, client):
+    app.config.update(LOGIN_DELAYS=(0,), LOGIN_MAX_FAILURES=10**6)  # the throttle is not tested here
+    headers = api_headers(client)
+    note_url = client.post("/api/notes", json={"title": "mine"}, headers=headers).headers["Location"]
+    document = client.get("/api/openapi.json").json
+    checked = 0
+    for operation, method, url, body, valid in property_requests(document, note_url):
+        kwargs = {"json": body} if body is not None else {}
+        response = client.open(url, method=method.upper(), headers=headers, **kwargs)
+        assert str(response.status_code) in operation["responses"], (method, url, body)
+        assert (response.status_code != 422) == valid, (method, url, body, response.json)
+        if response.status_code >= 400:
+            assert response.mimetype == "application/problem+json"
+        checked += 1
+    assert checked > 100
+    for method, url in [("POST", "/api/notes"), ("POST", "/api/token"), ("PATCH", note_url)]:
+        duplicate = client.open(url, method=method, headers={**headers,
+                                "Content-Type": "application/json"},
+                                data='{"title": "a", "title": "b"}')
+        assert duplicate.status_code == 400 and "400" in document["paths"][
+            url.replace(note_url, "/api/notes/{note_id}")][method.lower()]["responses"]
 
 
 # ---------------------------------------------------------------------------
