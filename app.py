@@ -197,12 +197,22 @@ def json_body():
     if not request.is_json:
         abort(415, "Send a JSON body with Content-Type: application/json.")
     try:
-        data = request.get_json()
+        data = json.loads(request.get_data(), object_pairs_hook=unique_members)
+    except ValueError:  # not JSON, or not UTF-8
+        abort(400, "The body is not valid JSON.")
     except RecursionError:  # absurdly nested JSON exhausts the parser's stack
         abort(400, "The JSON body is nested too deeply.")
     if not isinstance(data, dict):
         abort(422, "The JSON body must be an object.")
     return data
+
+
+def unique_members(pairs):
+    """A JSON object's members as a dict; a name given twice is a 400."""
+    # Parsers disagree on which duplicate wins (ours kept the last), so refuse both.
+    if len({name for name, _ in pairs}) != len(pairs):
+        abort(400, "The JSON body names a member twice.")
+    return dict(pairs)
 
 
 def is_api_request():
@@ -262,7 +272,9 @@ def validate(data, fields, partial=False):
             if not partial and field.min_length:
                 errors[name] = "This field is required."
             continue
-        value = data[name].strip() if isinstance(data[name], str) and name != "password" else data[name]
+        # Checked as sent, never stripped: forms, API and OpenAPI schema judge the same string
+        # (and str.strip() removes more than spaces: U+3000, U+0085, \x1c-\x1f).
+        value = data[name]
         message = field.check(value)
         if message:
             errors[name] = message
@@ -402,7 +414,9 @@ def key_bytes(key):
 # flaskr's pattern: `get_db()` opens one connection per request, on first use, and keeps
 # it on `g`; `close_db()` closes it at teardown. Every section that has tables hands its
 # `CREATE TABLE IF NOT EXISTS` script to `add_schema`; the app's first connection creates
-# them all, and `flask init-db` drops and recreates them.
+# them all, and `flask init-db` drops and recreates them. A section that changes a table
+# it already had hands `add_upgrade` the SQL that brings an older database up to date: the
+# first connection runs each statement once, counted in SQLite's `PRAGMA user_version`.
 # Uses nothing from other sections.
 
 
@@ -413,7 +427,8 @@ def get_db():
         if not current_app.extensions.get("database_ready"):
             if os.path.dirname(path) == current_app.instance_path:  # the default place
                 os.makedirs(current_app.instance_path, exist_ok=True)
-            create_schema(path, current_app.extensions["schemas"])
+            create_schema(path, current_app.extensions["schemas"],
+                          current_app.extensions["upgrades"])
             current_app.extensions["database_ready"] = True
         g.db = connect(path)
     return g.db
@@ -440,17 +455,37 @@ def connect(path, create=False):
     return db
 
 
-def create_schema(path, schemas):
-    """Create the database file, in WAL mode, with every section's tables."""
+def create_schema(path, schemas, upgrades=()):
+    """Create the database file, in WAL mode, with every section's tables; upgrade an old one."""
     db = connect(path, create=True)
     try:
         db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (kept in the file)
+        upgrade_schema(db, upgrades)
         db.executescript("".join(schemas))
     finally:
         db.close()
 
 
-def init_db(path, schemas):
+def upgrade_schema(db, upgrades):
+    """Run the upgrade statements this database has not had yet, each once."""
+    db.isolation_level = None  # no implicit transaction: the one below is explicit
+    # Workers starting together queue here, so only the first one upgrades.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = db.execute("PRAGMA user_version").fetchone()[0]  # upgrades already run
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:  # a new file has
+            for statement in upgrades[done:]:  # nothing to upgrade: it gets today's tables
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {max(done, len(upgrades))}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")  # all or nothing: the next start tries again
+        raise
+    finally:
+        db.isolation_level = ""
+
+
+def init_db(path, schemas, upgrades=()):
     """Drop every table and create the schema afresh."""
     db = connect(path, create=True)  # foreign keys are enforced, so drop children first
     try:
@@ -459,7 +494,7 @@ def init_db(path, schemas):
         drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in reversed(tables))
         # One transaction: a request never sees the tables half dropped.
         db.executescript(f"PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {drops} "
-                         f"{''.join(schemas)} COMMIT;")
+                         f"{''.join(schemas)} PRAGMA user_version = {len(upgrades)}; COMMIT;")
     finally:
         db.close()
 
@@ -468,7 +503,8 @@ def init_db(path, schemas):
 @with_appcontext
 def init_db_command():
     """Delete all data and recreate the tables."""
-    init_db(current_app.config["DATABASE"], current_app.extensions["schemas"])
+    init_db(current_app.config["DATABASE"], current_app.extensions["schemas"],
+            current_app.extensions["upgrades"])
     click.echo(f"Initialized the database at {current_app.config['DATABASE']}.")
 
 
@@ -480,7 +516,7 @@ def init_database(app):
                            "Create the folder, or unset DATABASE to use the instance folder.")
     if not configured:
         app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
-    app.extensions["schemas"] = []
+    app.extensions["schemas"], app.extensions["upgrades"] = [], []
     app.teardown_appcontext(close_db)
     app.cli.add_command(init_db_command)
 
@@ -488,6 +524,11 @@ def init_database(app):
 def add_schema(app, schema):
     """Have the app create `schema`'s tables along with everyone else's."""
     app.extensions["schemas"].append(schema)
+
+
+def add_upgrade(app, *statements):
+    """Have the app run these SQL statements once on a database made before them."""
+    app.extensions["upgrades"].extend(statements)  # only ever append: their count is the version
 # ---------------------------------------------------------------------------
 # 10. Models (an ORM-style layer over sqlite3)
 # ---------------------------------------------------------------------------
@@ -495,7 +536,7 @@ def add_schema(app, schema):
 # `Note.get_for_user(...)`. This layer is the only code that writes SQL for users and
 # notes, and it always passes values as `?` parameters, so input such as `' OR 1=1 --`
 # is stored as text, never run. `init_models` hands the two tables to the database.
-# Uses `get_db` and `add_schema` (section 9).
+# Uses `get_db`, `add_schema` and `add_upgrade` (section 9).
 
 
 @dataclass
@@ -506,6 +547,7 @@ class User:
     username: str
     password_hash: str
     created_at: str
+    session_id: str  # random, new for every account and at every logout (section 11.1)
     table = "users"
 
     @classmethod
@@ -528,8 +570,9 @@ class User:
         db = get_db()
         try:
             row = db.execute(
-                "INSERT INTO users (username, password_hash) VALUES (?, ?) RETURNING *",
-                (username, generate_password_hash(password))).fetchone()
+                "INSERT INTO users (username, password_hash, session_id) VALUES (?, ?, ?)"
+                " RETURNING *", (username, generate_password_hash(password), new_session_id())
+            ).fetchone()
         except sqlite3.IntegrityError:
             raise UsernameTaken(username) from None
         db.commit()
@@ -538,6 +581,13 @@ class User:
     def check_password(self, password):
         """True when `password` matches the stored hash."""
         return check_password_hash(self.password_hash, password)
+
+    def end_sessions(self):
+        """A new session id for the account: every cookie and token it had stops working."""
+        db = get_db()
+        self.session_id = new_session_id()
+        db.execute("UPDATE users SET session_id = ? WHERE id = ?", (self.session_id, self.id))
+        db.commit()
 
     def delete(self):
         """Delete the user and, by cascade, their notes."""
@@ -612,6 +662,11 @@ class Note:
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
+def new_session_id():
+    """A random account session id: never reused, so never shared with a later account."""
+    return secrets.token_hex(16)
+
+
 class UsernameTaken(Exception):
     """Raised when a username exists already (compared case-insensitively)."""
 
@@ -656,7 +711,8 @@ CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE COLLATE NOCASE,
     password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    session_id TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS notes (
     id INTEGER PRIMARY KEY,
@@ -670,9 +726,17 @@ CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
 """
 
 
+# A database made before users had a session id gets one, random, for every user.
+SESSION_ID_UPGRADE = (
+    "ALTER TABLE users ADD COLUMN session_id TEXT NOT NULL DEFAULT ''",
+    "UPDATE users SET session_id = lower(hex(randomblob(16)))",
+)
+
+
 def init_models(app):
-    """Have the database create the users and notes tables."""
+    """Have the database create the users and notes tables, and upgrade older ones."""
     add_schema(app, MODELS_SCHEMA)
+    add_upgrade(app, *SESSION_ID_UPGRADE)
 # ---------------------------------------------------------------------------
 # 11. Authentication & JWT
 # ---------------------------------------------------------------------------
@@ -683,7 +747,13 @@ def init_models(app):
 # After login the session cookie carries the user's id, signed with SECRET_KEY so it
 # cannot be forged. A hook loads `g.user` from it before every request, and
 # `login_required` sends visitors without one to the login page, then back. Repeated
-# failed logins are throttled in `authenticate`, across every worker process.
+# failed logins are throttled in `authenticate`, and registrations per address in
+# `check_registration_rate`, across every worker process. A signed cookie alone cannot be
+# logged out: the server keeps nothing, so a copy stays valid until it expires. So the
+# session also carries the account's random `session_id`, checked on every request;
+# `log_out` replaces it, and every copy of the old cookie (and every token, whose `sid`
+# claim holds it) turns anonymous, on every device. Being random, it never matches a later
+# account given the same id after a deletion or `flask init-db`.
 # Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`
 # (section 10), and the endpoints `forms.login` and `forms.notes` (section 5).
 
@@ -694,7 +764,24 @@ auth_bp = Blueprint("auth", __name__)
 def load_logged_in_user():
     """Put the session's user, or None, on `g.user`."""
     user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
-    g.user = User.get(user_id) if user_id is not None else None
+    user = User.get(user_id) if user_id is not None else None
+    # A cookie from before a logout, or of an earlier account with this id, is anonymous.
+    g.user = user if user and is_current_session(session.get("session_id"), user) else None
+
+
+@auth_bp.after_app_request
+def no_store_for_signed_in_users(response):
+    """Pages seen by a signed-in user carry their data: no cache may keep them."""
+    # A shared computer's back button or a proxy would show them to the next person.
+    if g.get("user") is not None and request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def is_current_session(session_id, user):
+    """True when `session_id` is the account's current one (compared in constant time)."""
+    return (isinstance(session_id, str) and session_id.isascii() and bool(user.session_id)
+            and hmac.compare_digest(session_id, user.session_id))
 
 
 def login_required(view):
@@ -710,7 +797,14 @@ def login_required(view):
 def log_in(user):
     """Start a fresh session for `user`."""
     session.clear()  # a new session on login: no session fixation
-    session["user_id"] = user.id
+    session["user_id"], session["session_id"] = user.id, user.session_id
+
+
+def log_out():
+    """End the account's sessions on every device, then forget this one."""
+    if g.user is not None:
+        g.user.end_sessions()  # copies of the cookie stop working, not just this browser's
+    session.clear()
 
 
 def safe_next_path(target):
@@ -724,23 +818,40 @@ def safe_next_path(target):
 
 def authenticate(username, password):
     """The user these credentials belong to, or None; throttles repeated failures."""
-    limit = current_app.config["LOGIN_MAX_FAILURES"]
-    window = current_app.config["LOGIN_FAILURE_WINDOW"]
+    config = current_app.config
     address = request.remote_addr or "unknown"
     # Record the attempt before the slow password check, so that parallel guesses
     # count each other and cannot all slip under the limit.
-    attempt = LoginThrottle.record_attempt(username, address, window)
-    wait = LoginThrottle.retry_after(username, address, limit, window)
+    attempt = LoginThrottle.record_attempt(username, address, config["LOGIN_FAILURE_WINDOW"])
+    wait = LoginThrottle.retry_after(attempt, username, address, config)
     if wait:
-        LoginThrottle.forget_attempt(attempt)
-        raise TooManyRequests("Too many failed logins. Try again later.", retry_after=wait)
+        LoginThrottle.forget_attempt(attempt)  # waiting out a delay must not lengthen it
+        raise TooManyRequests(f"Too many failed logins. Try again in {in_words(wait)}.",
+                              retry_after=wait)
     user = User.find(username) if username else None
     if user is None:
         check_password_hash(dummy_password_hash(), password)  # as slow as a real check
     elif user.check_password(password):
-        LoginThrottle.reset(username)
+        LoginThrottle.reset(username, address)
         return user
     return None
+
+
+def check_registration_rate():
+    """A 429 when this address has registered REGISTRATIONS_PER_HOUR accounts in the last hour."""
+    address = request.remote_addr or "unknown"
+    limit = current_app.config["REGISTRATIONS_PER_HOUR"]
+    wait = RegistrationThrottle.retry_after(address, limit, 3600)
+    if wait:  # one address creating accounts in bulk: spam, or names taken before their owners
+        raise TooManyRequests(f"Too many new accounts from your address. Try again in "
+                              f"{in_words(wait)}.", retry_after=wait)
+
+
+def in_words(seconds):
+    """A wait for people to read: '1 second', '40 seconds', '15 minutes'."""
+    if seconds < 100:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
 
 
 @functools.cache  # one hash per process: a fresh one per attempt would make unknown names slower
@@ -750,9 +861,20 @@ def dummy_password_hash():
 
 
 class LoginThrottle:
-    """Failed logins, one row each, counted per username and per client address.
+    """Failed logins, one row each, in SQLite so that every worker process sees the same counts.
 
-    The rows live in SQLite, so every worker process sees the same counts.
+    Three rules, each against its own attacker, none able to lock a class out:
+    - per username and address, LOGIN_MAX_FAILURES (5) in LOGIN_FAILURE_WINDOW (15 min), then
+      that pair waits out the window: an address guessing at one account is locked out of it,
+      its owner elsewhere is not;
+    - per username, from anywhere, a delay after each failure that grows with the failures of
+      the window (LOGIN_DELAYS: none for the first five, then 30, then 60 s): guessers on many
+      addresses get at most 6 tries in their first minute and 1 a minute after, while the owner
+      is never kept out for more than a minute, and no delay outlives the last guess by more.
+      Five, not fewer, because attempts still being checked count as failures (no race), and
+      a script or a class may log in to one account several times at once;
+    - per address, LOGIN_ADDRESS_MAX_FAILURES (200) in the window: spraying many accounts from
+      one address stops, while a class of 40 behind one NAT may mistype five times each.
     """
 
     @staticmethod
@@ -768,17 +890,25 @@ class LoginThrottle:
         return attempt
 
     @staticmethod
-    def retry_after(username, address, limit, window):
+    def retry_after(attempt, username, address, config):
         """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
-        now = time.time()
-        waits = []
-        for column, value in (("username", username), ("address", address)):
-            rows = get_db().execute(
-                f"SELECT failed_at FROM login_failures WHERE {column} = ? AND failed_at > ?"
-                " ORDER BY failed_at DESC LIMIT ?", (value, now - window, limit + 1)).fetchall()
-            if len(rows) > limit:  # this attempt and `limit` earlier failures
-                waits.append(max(1, math.ceil(rows[limit][0] + window - now)))
-        return max(waits, default=0)
+        now, window = time.time(), config["LOGIN_FAILURE_WINDOW"]
+
+        def failures(where, *args):  # times of this attempt and the earlier ones, newest first
+            return [row[0] for row in get_db().execute(
+                f"SELECT failed_at FROM login_failures WHERE {where} AND failed_at > ?"
+                " AND rowid <= ? ORDER BY rowid DESC", (*args, now - window, attempt))]
+
+        def lock(times, limit):  # until the oldest of `limit` earlier failures leaves the window
+            return times[limit] + window - now if len(times) > limit else 0
+
+        pair = failures("username = ? AND address = ?", username, address)
+        earlier = failures("username = ?", username)[1:]  # parallel attempts count: no race
+        delays = config["LOGIN_DELAYS"]
+        delay = earlier[0] + delays[min(len(earlier), len(delays) - 1)] - now if earlier else 0
+        wait = max(lock(pair, config["LOGIN_MAX_FAILURES"]), delay,
+                   lock(failures("address = ?", address), config["LOGIN_ADDRESS_MAX_FAILURES"]))
+        return math.ceil(wait) if wait > 0 else 0
 
     @staticmethod
     def forget_attempt(attempt):
@@ -788,13 +918,37 @@ class LoginThrottle:
         db.commit()
 
     @staticmethod
-    def reset(username):
-        """After a successful login, forget the failures against this username."""
-        # Only this username's rows: logging in to your own account between guesses at
-        # other accounts must not reset the address's count.
+    def reset(username, address):
+        """After a successful login, forget this user's own failures from this address."""
+        # Only this pair's rows: logging in to your own account between guesses at other
+        # accounts must not reset the address's count, nor the owner the guessers' delay.
         db = get_db()
-        db.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+        db.execute("DELETE FROM login_failures WHERE username = ? AND address = ?",
+                   (username, address))
         db.commit()
+
+
+class RegistrationThrottle:
+    """Registrations per client address, so that one address cannot create accounts in bulk."""
+
+    @staticmethod
+    def retry_after(address, limit, window):
+        """Count this registration and return 0, or the seconds to wait when over the limit."""
+        now = time.time()
+        db = get_db()
+        db.execute("DELETE FROM registrations WHERE registered_at <= ?", (now - window,))
+        # Counted before the check, as logins are, so that parallel requests see each other.
+        attempt = db.execute("INSERT INTO registrations (address, registered_at) VALUES (?, ?)"
+                             " RETURNING rowid", (address, now)).fetchone()[0]
+        db.commit()
+        times = [row[0] for row in db.execute(
+            "SELECT registered_at FROM registrations WHERE address = ? AND rowid <= ?"
+            " ORDER BY rowid DESC LIMIT ?", (address, attempt, limit + 1))]
+        if len(times) <= limit:
+            return 0
+        db.execute("DELETE FROM registrations WHERE rowid = ?", (attempt,))  # a refusal is free
+        db.commit()
+        return max(1, math.ceil(times[limit] + window - now))
 
 
 LOGIN_SCHEMA = """
@@ -805,24 +959,35 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
 CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
+CREATE TABLE IF NOT EXISTS registrations (
+    address TEXT NOT NULL,
+    registered_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registrations_by_address ON registrations (address, registered_at);
 """
 
 
 @auth_bp.record_once
 def set_up_login(state):
-    """The throttle's settings and table, when the app registers this Blueprint."""
-    state.app.config.setdefault("LOGIN_MAX_FAILURES", 5)
-    state.app.config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds
+    """The throttles' settings and tables, when the app registers this Blueprint."""
+    config = state.app.config
+    config.setdefault("LOGIN_MAX_FAILURES", 5)  # per username and address, then locked
+    config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds a failed login counts
+    config.setdefault("LOGIN_ADDRESS_MAX_FAILURES", 200)  # per address: 40 students, 5 typos each
+    config.setdefault("LOGIN_DELAYS", (0, 0, 0, 0, 0, 30, 60))  # per username: s after nth failure
+    config.setdefault("REGISTRATIONS_PER_HOUR", 50)  # per address: a class registering together
     add_schema(state.app, LOGIN_SCHEMA)
 
 
 # --- 11.2 JSON Web Tokens ---------------------------------------------------
 # The API takes Bearer JWTs (RFC 7519), HS256 written with hmac, hashlib, base64 and json:
-# `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`. The
-# verifier accepts only HS256, compares signatures in constant time, requires `exp`, and
-# answers failures as RFC 6750 says. `/api/logout` revokes a token by its `jti`.
-# Uses `problem` (section 7), `key_bytes` (section 8), `get_db` and `add_schema`
-# (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
+# `issue_token` signs the claims, `token_required` checks them and sets `g.api_user`;
+# `sid` carries the account's session id (section 11.1), so a logout ends tokens too. The
+# verifier accepts only HS256, compares signatures in constant time, requires `exp` and
+# our own `iss` and `aud`, never crashes on hostile input, and answers failures as
+# RFC 6750 says. `/api/logout` revokes a token by its `jti`.
+# Uses `problem` and `is_utf8_encodable` (section 7), `key_bytes` (section 8), `get_db`
+# and `add_schema` (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
 
 
 def token_required(view):
@@ -833,14 +998,20 @@ def token_required(view):
         if scheme.lower() != "bearer" or not token:
             return bearer_challenge("Send 'Authorization: Bearer <token>'.", error=None)
         try:
-            claims = jwt_decode(token.strip(), jwt_key())
+            claims = jwt_decode(token.strip(), jwt_key(), current_app.config["JWT_ISSUER"],
+                                current_app.config["JWT_AUDIENCE"])
         except InvalidToken as reason:
             return bearer_challenge(f"The token is invalid: {reason}.")
+        jti = claims.get("jti", "")
+        if not isinstance(jti, str) or not is_utf8_encodable(jti):  # SQLite can look up only text
+            return bearer_challenge("The token is invalid: 'jti' must be a string.")
         user = token_user(claims)
-        if user is None or RevokedToken.is_revoked(str(claims.get("jti"))):
+        if user is None or RevokedToken.is_revoked(jti):
             return bearer_challenge("The token is revoked or its user no longer exists.")
         g.api_user, g.token_claims = user, claims
-        return view(*args, **kwargs)
+        response = current_app.make_response(view(*args, **kwargs))
+        response.headers["Cache-Control"] = "no-store"  # the caller's data: no cache keeps it
+        return response
     return wrapped
 
 
@@ -848,7 +1019,9 @@ def issue_token(user):
     """An access token for `user` and its lifetime in seconds."""
     lifetime = int(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"])
     now = int(time.time())
-    claims = {"sub": str(user.id), "iat": now, "exp": now + lifetime, "jti": uuid.uuid4().hex}
+    claims = {"iss": current_app.config["JWT_ISSUER"], "aud": current_app.config["JWT_AUDIENCE"],
+              "sub": str(user.id), "sid": user.session_id, "iat": now, "exp": now + lifetime,
+              "jti": uuid.uuid4().hex}
     return jwt_encode(claims, jwt_key()), lifetime
 
 
@@ -860,8 +1033,8 @@ def jwt_encode(claims, key):
     return f"{signing_input}.{b64url_encode(hs256(key, signing_input))}"
 
 
-def jwt_decode(token, key, now=None):
-    """Verify an HS256 JWT and return its claims, or raise InvalidToken."""
+def jwt_decode(token, key, issuer, audience, now=None):
+    """Verify an HS256 JWT from `issuer` for `audience`: its claims, or InvalidToken."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("token too long")
     segments = token.split(".")
@@ -875,11 +1048,14 @@ def jwt_decode(token, key, now=None):
         raise InvalidToken("only HS256 is accepted")
     if REFUSED_HEADERS & header.keys():
         raise InvalidToken("key selection and extension headers are not accepted")
+    if header.get("typ", "JWT") != "JWT":  # another type (at+jwt, an ID token …) is not ours
+        raise InvalidToken("only typ JWT is accepted")
     expected = hs256(key, f"{header_segment}.{payload_segment}")
     if not hmac.compare_digest(expected, b64url_decode(signature_segment)):
         raise InvalidToken("bad signature")
     claims = json_object(payload_segment)
     check_time_claims(claims, time.time() if now is None else now)
+    check_issuer_and_audience(claims, issuer, audience)
     return claims
 
 
@@ -893,6 +1069,7 @@ BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 # Header parameters that would pick the key or the rules from the token itself
 # (RFC 8725, section 3.10): we have one key and know no extensions, so refuse them.
 REFUSED_HEADERS = {"crit", "jku", "jwk", "kid", "x5c", "x5t", "x5t#S256", "x5u"}
+MAX_NUMERIC_DATE = 2**53  # far beyond any real date; larger numbers lose precision as floats
 
 
 def b64url_encode(data):
@@ -918,6 +1095,8 @@ def json_object(segment):
                            parse_constant=lambda name: float("nan"))
     except ValueError:  # invalid JSON or UTF-8 (JSONDecodeError, UnicodeDecodeError)
         raise InvalidToken("segment is not JSON") from None
+    except RecursionError:  # [[[[…]]]]: nesting deep enough to exhaust the parser's stack
+        raise InvalidToken("segment is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidToken("segment is not a JSON object")
     return value
@@ -934,15 +1113,18 @@ def hs256(key, signing_input):
     return hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest()
 
 
-def is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_numeric_date(value):
+    """True for a JSON number usable as seconds since 1970: not a bool, NaN, infinite or huge."""
+    # Compared, never converted: math.isfinite(10**400) raises OverflowError. NaN fails both tests.
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE)
 
 
 def check_time_claims(claims, now):
     """Require a numeric `exp` in the future; `nbf` and `iat` must not be in the future."""
     for name in ("exp", "nbf", "iat"):
-        if name in claims and not is_number(claims[name]):
-            raise InvalidToken(f"'{name}' must be a number")
+        if name in claims and not is_numeric_date(claims[name]):
+            raise InvalidToken(f"'{name}' must be a number of seconds since 1970")
     if "exp" not in claims:
         raise InvalidToken("'exp' is required")
     if claims["exp"] <= now - CLOCK_LEEWAY:
@@ -951,6 +1133,15 @@ def check_time_claims(claims, now):
         raise InvalidToken("token not valid yet")
     if claims.get("iat", now) > now + CLOCK_LEEWAY:
         raise InvalidToken("token issued in the future")
+
+
+def check_issuer_and_audience(claims, issuer, audience):
+    """Require our `iss`, and our `aud` (a string, or an array that names us; RFC 7519 4.1.3)."""
+    if claims.get("iss") != issuer:  # signed by someone else who shares the key, or no one
+        raise InvalidToken("'iss' is not this app")
+    aud = claims.get("aud")  # a token meant for another API must not work on this one
+    if aud != audience and not (isinstance(aud, list) and audience in aud):
+        raise InvalidToken("'aud' is not this API")
 
 
 def jwt_key():
@@ -970,11 +1161,17 @@ def bearer_challenge(detail, error="invalid_token"):
 
 
 def token_user(claims):
-    """The existing user whose id is the token's `sub` (a string of digits), or None."""
-    subject = claims.get("sub")
-    if not isinstance(subject, str) or not re.fullmatch(r"[0-9]{1,19}", subject):
+    """The user whose id is the token's `sub` and whose current session is its `sid`, or None."""
+    subject, session_id = claims.get("sub"), claims.get("sid")
+    # Canonical digits only: "0001" would be a second spelling of user 1's subject.
+    if not isinstance(subject, str) or not re.fullmatch(r"[1-9][0-9]{0,18}", subject):
         return None
-    return User.get(int(subject))
+    user = User.get(int(subject))
+    # `sid` binds the token to this account and its session: after a logout, or when the id
+    # belongs to a later account (deletion, `flask init-db`), the token is refused.
+    if user is None or not isinstance(session_id, str) or not session_id.isascii():
+        return None
+    return user if user.session_id and hmac.compare_digest(session_id, user.session_id) else None
 
 
 class RevokedToken:
@@ -1006,6 +1203,8 @@ def init_jwt(app):
     """The token settings and the revocation table."""
     app.config.setdefault("JWT_SECRET_KEY", None)  # None: derived from SECRET_KEY
     app.config.setdefault("JWT_ACCESS_TOKEN_EXPIRES", 900)  # seconds
+    app.config.setdefault("JWT_ISSUER", "flask-tour")  # our `iss`: other issuers' tokens refused
+    app.config.setdefault("JWT_AUDIENCE", "flask-tour-api")  # our `aud`: other APIs' refused
     add_schema(app, JWT_SCHEMA)
 
 
@@ -1014,7 +1213,8 @@ def init_jwt(app):
 # `POST /api/token`, then send `Authorization: Bearer <token>`; `POST /api/logout`
 # revokes it.
 # Uses `problem`, `json_body`, `validate`, `invalid_fields` and `USER_FIELDS` (section 7),
-# `User` and `UsernameTaken` (section 10), `authenticate` (section 11.1), and
+# `User` and `UsernameTaken` (section 10), `authenticate` and `check_registration_rate`
+# (section 11.1), and
 # `issue_token`, `token_required`, `bearer_challenge` and `RevokedToken` (section 11.2).
 
 accounts_bp = Blueprint("accounts", __name__, url_prefix="/api")
@@ -1027,6 +1227,7 @@ class UserAPI(MethodView):
         values, errors = validate(json_body(), USER_FIELDS)
         if errors:
             return invalid_fields(errors)
+        check_registration_rate()
         try:
             user = User.create(values["username"], values["password"])
         except UsernameTaken:
@@ -1092,7 +1293,7 @@ def user(name):
 @login_required
 def search():
     """Search the current user's notes, ten a page."""
-    query = request.args.get("q", "").strip()
+    query = request.args.get("q", "")
     error = SEARCH_FIELD.check(query)
     results = None
     if query and not error:
@@ -1116,11 +1317,13 @@ def parse_page(value):
 # `request.form.get`, so a missing field is a message, not the bare 400 of
 # `request.form['x']`; the form re-renders with the input kept and a message per field,
 # and success redirects, so a reload never posts twice. Every unsafe request to a page
-# must carry the session's CSRF token, from the form or the `X-CSRFToken` header.
+# must carry the session's CSRF token, from the form or the `X-CSRFToken` header, and
+# must not come from another site's page, as the browser's `Origin` header tells.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
 # `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
-# `login_required`, `log_in`, `safe_next_path` and `authenticate` (section 11.1); its pages
-# extend base.html and use its macros (section 4).
+# `login_required`, `log_in`, `log_out`, `safe_next_path`, `authenticate` and
+# `check_registration_rate` (section 11.1); its pages extend base.html and use its macros
+# (section 4).
 
 forms_bp = Blueprint("forms", __name__)
 
@@ -1130,8 +1333,8 @@ def login():
     """Log in with a username and password."""
     values, error = {}, None
     if request.method == "POST":
-        values = form_values(("username", "password"))
-        user = authenticate(values["username"], values["password"])
+        values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)  # as the API does
+        user = None if errors else authenticate(values["username"], values["password"])
         if user:
             log_in(user)
             flash(f"Logged in as {user.username}.")
@@ -1147,6 +1350,7 @@ def register():
     if request.method == "POST":
         values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
         if not errors:
+            check_registration_rate()
             try:
                 user = User.create(values["username"], values["password"])
             except UsernameTaken:
@@ -1160,8 +1364,8 @@ def register():
 
 @forms_bp.post("/logout")
 def logout():
-    """Forget the session."""
-    session.clear()
+    """End the session: this cookie and every copy of it."""
+    log_out()
     flash("You are logged out.")
     return redirect(url_for("forms.login"))
 
@@ -1239,6 +1443,19 @@ def check_csrf():
     expected = session.get("csrf_token")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(400, "The form's CSRF token is missing or out of date. Reload the page and try again.")
+    if is_cross_site():  # defence in depth, should a token ever leak
+        abort(400, "This form was sent from another site, so it was not accepted.")
+
+
+def is_cross_site():
+    """True unless the browser says this site sent the request (Origin; Referer over HTTPS)."""
+    source = request.headers.get("Origin")
+    if source is None and request.is_secure:  # Flask-WTF's WTF_CSRF_SSL_STRICT: Referer required
+        source = request.referrer or ""
+    if source is None:  # plain HTTP and no Origin: an old browser or a script; the token decides
+        return False
+    parts = urlsplit(source)  # "null" (a sandboxed or privacy-minded page) matches nothing
+    return (parts.scheme, parts.netloc) != (request.scheme, request.host)
 # ---------------------------------------------------------------------------
 # 6. REST APIs with Flask (MethodView)
 # ---------------------------------------------------------------------------
@@ -1247,7 +1464,7 @@ def check_csrf():
 # other verbs with 405 and an `Allow` header. Everything under /api answers in JSON and
 # never reads the session cookie: a Bearer token is the only way in, so the API needs no
 # CSRF token.
-# Uses `parse_page` (section 3), `json_body`, `validate`, `invalid_fields`,
+# Uses `json_body`, `validate`, `invalid_fields`,
 # `NOTE_FIELDS`, `USER_FIELDS`, `SEARCH_FIELD`, `field_schemas` and `HTTP_ERROR_TITLES`
 # (section 7), `Note` (section 10) and `token_required` (section 11.2).
 
@@ -1270,12 +1487,14 @@ class NoteListAPI(MethodView):
     decorators = [token_required]
 
     def get(self):
-        page_size = min(API_MAX_PAGE_SIZE, parse_page(request.args.get("per_page", 20)))
-        number = parse_page(request.args.get("page"))
-        query = request.args.get("q", "").strip()
-        error = SEARCH_FIELD.check(query)
-        if error:
-            return invalid_fields({"q": error})
+        errors = {}
+        number = whole_number_argument("page", 1, API_MAX_PAGE, errors)
+        page_size = whole_number_argument("per_page", 20, API_MAX_PAGE_SIZE, errors)
+        query = request.args.get("q", "")
+        if SEARCH_FIELD.check(query):
+            errors["q"] = SEARCH_FIELD.check(query)
+        if errors:  # the OpenAPI document's limits, exactly: no silent clamping
+            return invalid_fields(errors)
         page = (Note.search(g.api_user.id, query, number, page_size) if query
                 else Note.page_for_user(g.api_user.id, number, page_size))
         return {"items": [note.to_json() for note in page.items], "page": page.number,
@@ -1326,7 +1545,23 @@ api_bp.add_url_rule("/notes", view_func=NoteListAPI.as_view("notes"))
 api_bp.add_url_rule("/notes/<int:note_id>", view_func=NoteAPI.as_view("note"))
 
 API_MAX_PAGE_SIZE = 100
+API_MAX_PAGE = 1_000_000  # more pages than anyone has; a later page than the last shows the last
+
+
+def whole_number_argument(name, default, maximum, errors):
+    """The query argument `name` as a number from 1 to `maximum`; else a message in `errors`."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", text) or not 1 <= int(text) <= maximum:
+        errors[name] = f"Must be a whole number from 1 to {maximum}."
+        return default
+    return int(text)
 BODY_ERRORS = (400, 413, 415, 422)  # what a JSON body can get wrong
+# Answers from gunicorn itself, before the app runs, as HTML: documented, not problem+json.
+SERVER_ERRORS = {414: "URI Too Long: gunicorn refuses a request line over 4094 bytes"}
+SEARCH_LIMIT = (f"At most {SEARCH_FIELD.max_length} characters, so that even percent-encoded "
+                "4-byte characters keep the request line under gunicorn's 4094 bytes (414).")
 
 
 @api_bp.route("/openapi.json")
@@ -1346,15 +1581,16 @@ def openapi_paths():
     """The operations of every /api route."""
     note_id = [{"name": "note_id", "in": "path", "required": True,
                 "schema": {"type": "integer", "minimum": 1}}]
-    paging = [{"name": name, "in": "query", "schema": {"type": "integer", "minimum": 1}}
-              for name in ("page", "per_page")] + [
-              {"name": "q", "in": "query",
+    paging = [{"name": name, "in": "query",
+               "schema": {"type": "integer", "minimum": 1, "maximum": maximum}}
+              for name, maximum in (("page", API_MAX_PAGE), ("per_page", API_MAX_PAGE_SIZE))] + [
+              {"name": "q", "in": "query", "description": SEARCH_LIMIT,
                "schema": {"type": "string", "maxLength": SEARCH_FIELD.max_length}}]
     message = {"type": "object", "properties": {"message": {"type": "string"}}}
     return {
         "/api/hello": {"get": operation("The cheat sheet's Hello resource", 200, message,
                                         secured=False)},
-        "/api/users": {"post": operation("Register", 201, ref("User"), (*BODY_ERRORS, 409),
+        "/api/users": {"post": operation("Register", 201, ref("User"), (*BODY_ERRORS, 409, 429),
                                          body="Credentials", secured=False)},
         "/api/token": {"post": operation("Log in and get a Bearer token", 200, ref("Token"),
                                          (*BODY_ERRORS, 401, 429), body="Credentials",
@@ -1362,7 +1598,8 @@ def openapi_paths():
         "/api/logout": {"post": operation("Revoke the token used for this request", 204)},
         "/api/me": {"get": operation("The caller", 200, ref("User"))},
         "/api/notes": {
-            "get": operation("List your notes", 200, ref("NotePage"), (422,), parameters=paging),
+            "get": operation("List your notes", 200, ref("NotePage"), (414, 422),
+                             parameters=paging),
             "post": operation("Create a note", 201, ref("Note"), BODY_ERRORS, body="NoteInput")},
         "/api/notes/{note_id}": {
             "get": operation("Read a note", 200, ref("Note"), (404,), parameters=note_id),
@@ -1418,9 +1655,10 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
     if schema:
         success["content"] = {"application/json": {"schema": schema}}
     problems = sorted({*errors, 401} if secured else set(errors))
+    problem_json = {"application/problem+json": {"schema": ref("Problem")}}
     result = {"summary": summary, "responses": {str(status): success, **{
-        str(code): {"description": HTTP_ERROR_TITLES[code],
-                    "content": {"application/problem+json": {"schema": ref("Problem")}}}
+        str(code): {"description": HTTP_ERROR_TITLES.get(code, SERVER_ERRORS.get(code)),
+                    **({"content": problem_json} if code in HTTP_ERROR_TITLES else {})}
         for code in problems}}, "security": [{"bearerAuth": []}] if secured else []}
     if body:
         result["requestBody"] = {"required": True,
@@ -1717,8 +1955,11 @@ TOPICS = (
           "Forms that validate, keep input, and redirect after success.",
           "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
           "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
-          "token on every form, so another site cannot post as you; post/redirect/get, so a "
-          "reload never posts twice.",
+          "token on every form, so another site cannot post as you, and an `Origin` (over HTTPS "
+          "`Referer`) check behind it; post/redirect/get, so a reload never posts twice. "
+          "Flask-WTF's CSRFProtect checks the same session token and, over HTTPS, the `Referer` "
+          "(WTF_CSRF_SSL_STRICT); unlike ours, its tokens are signed and expire after an hour, "
+          "and it does not read `Origin`.",
           (("Register", "forms.register", {}), ("Log in", "forms.login", {}),
            ("Your notes", "forms.notes", {}))),
     Topic(6, "REST APIs with Flask (MethodView)",
@@ -1760,7 +2001,9 @@ TOPICS = (
           "Install Flask-JWT-Extended and call its `create_access_token`.",
           "Three parts that each copy alone: the session login with `login_required`; HS256 "
           "JWTs in a few short hmac/hashlib functions, so every check is there to read; and the "
-          "API's account endpoints, with revocation and throttled logins.",
+          "API's account endpoints, with revocation and throttled logins. A signed cookie alone "
+          "cannot be logged out (a copy stays valid until it expires), so it also carries the "
+          "account's random session id, which logout replaces on every device.",
           (("Log in", "forms.login", {}),
            ("The token endpoint, in the OpenAPI description", "api.openapi", {})),
           api_console=True),
