@@ -1,6 +1,8 @@
 """Tests for Flask Tour, in the same numbered sections as app.py."""
 
+import ast
 import contextlib
+import dataclasses
 import functools
 import http.client
 import io
@@ -878,6 +880,30 @@ def test_previous_and_next_topic_links(client, number):
     assert links == expected
 
 
+
+def test_structure_shows_the_files_blueprints_and_url_map_but_no_secrets(client, app):
+    html = client.get("/structure").get_data(as_text=True)
+    for shown in ("app.py", "templates/base.html", "static/app.js", "deploy/nginx.conf"):
+        assert f"<code>{shown}</code>" in html
+    for name in app.blueprints:
+        assert f"<td><code>{name}</code></td>" in html
+    for rule in app.url_map.iter_rules():
+        assert f"<code>{escape(rule.rule)}</code>" in html
+    assert "secret_key" not in html and "<code>.env</code></li>" not in html
+
+
+@pytest.mark.parametrize("endpoint, value, shown", [
+    ("tour.topic", "5", "tour.topic with {&#39;number&#39;: 5}"),  # the converter made an int
+    ("params.user", "Ada", "params.user with {&#39;name&#39;: &#39;Ada&#39;}"),
+    ("tour.topic", "abc", "url_for refused it"),
+    ("params.user", "a/b", "href=\"/user/a/b\""),
+    ("no.such.endpoint", "x", "params.user with"),  # an unknown choice falls back to the default
+])
+def test_routes_builds_a_url_and_matches_it_back(client, endpoint, value, shown):
+    response = client.get("/routes", query_string={"endpoint": endpoint, "value": value})
+    assert response.status_code == 200
+    assert shown in response.get_data(as_text=True)
+
 # ---------------------------------------------------------------------------
 # 4. Templates (Jinja2)
 # ---------------------------------------------------------------------------
@@ -1297,6 +1323,15 @@ def test_init_db_command_recreates_the_schema(runner, client, app):
     assert "Initialized the database" in result.output
     assert count_rows(app, "users") == 0
 
+
+
+def test_database_page_shows_your_rows_and_the_sql_that_read_them(client, auth):
+    anonymous = client.get("/database").get_data(as_text=True)
+    assert "Log in to see the rows" in anonymous and escape(tour.NOTES_SQL) in anonymous
+    auth.register()
+    client.post("/notes", data={"title": "row one", "body": "", "csrf_token": auth.token("/notes")})
+    html = client.get("/database").get_data(as_text=True)
+    assert "<td>row one</td>" in html and "<th>user_id</th>" in html and "1 row\n" in html
 
 # --- 9: attacks and faults ---------------------------------------------------
 
@@ -2620,6 +2655,30 @@ def test_a_crash_is_logged_with_its_traceback_and_hidden_from_the_client(client,
     assert api.json["status"] == 500 and "deliberate" not in api.get_data(as_text=True)
 
 
+
+def test_classic_errors_page_shows_each_real_message_and_logs_nothing_unexpected(
+        client, logged_in, caplog):
+    with caplog.at_level("INFO", logger="app"):
+        response = client.get("/errors/classic")
+        html = unescape(response.get_data(as_text=True))
+        token = csrf_from(response)
+        method = client.post("/errors/classic", data={"csrf_token": token})
+        bare = client.post("/errors/classic/form-key", data={"csrf_token": token})
+        csrf = client.post("/logout")
+    for message in ("RuntimeError: Working outside of application context.",
+                    "400 BAD REQUEST: The form's CSRF token is missing or out of date.",
+                    "MethodNotAllowed: 405 Method Not Allowed: The method is not allowed",
+                    "BuildError: Could not build url for endpoint 'notes'.",
+                    "TemplateNotFound: 404.html",
+                    "BadRequestKeyError: 400 Bad Request: The browser (or proxy) sent a request",
+                    "cannot import name 'db' from partially initialized module"):
+        assert message in html
+    assert "Signed in as <strong>alice</strong>" in html  # the inner request did not touch this g
+    assert (method.status_code, bare.status_code, csrf.status_code) == (405, 400, 400)
+    assert "Unhandled exception" not in caplog.text
+    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in tour.TOPICS[12].demos}
+    assert 'href="/errors/classic"' in client.get("/").get_data(as_text=True)
+
 # --- 13: attacks and faults --------------------------------------------------
 
 
@@ -2705,6 +2764,21 @@ def test_proxy_headers_are_ignored_by_default(tmp_path):
     assert "Secure" not in response.headers["Set-Cookie"]
     assert "/tour/" not in response.get_data(as_text=True)
 
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_proxy_page_shows_what_the_app_sees_beside_what_reached_it(tmp_path, proxies):
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    html = app_behind_proxies(tmp_path, proxies).test_client().get(
+        "/proxy", headers=headers).get_data(as_text=True)
+    rows = dict((label, (seen, raw)) for label, seen, raw in re.findall(
+        r'<th scope="row">(.*?)</th><td><code>(.*?)</code></td><td><code>(.*?)</code>', html))
+    if proxies:
+        assert rows["Client address"] == ("203.0.113.7", "127.0.0.1")
+        assert rows["Scheme"] == ("https", "http")
+    else:
+        assert rows["Client address"] == ("127.0.0.1", "127.0.0.1")
+        assert "X-Forwarded-For: 203.0.113.7</code> (ignored)" in html
 
 @pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
 def test_a_malformed_host_is_a_400_not_a_500(tmp_path, header):
@@ -3235,7 +3309,132 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
         tour_dom = dump_dom(base + "/", tmp_path)
         topic_dom = dump_dom(base + "/topics/11", tmp_path)
     assert 'class="copy-button"' in tour_dom and 'class="toggle"' in tour_dom
-    assert topic_dom.count('class="copy-button"') == 1 and 'aria-pressed="false"' in topic_dom
+    # One Copy button per code block: the section, the library snippets, the files, the tests.
+    code_blocks = app.test_client().get("/topics/11").get_data(as_text=True).count('<pre class="code')
+    assert topic_dom.count('class="copy-button"') == code_blocks > 1
+    assert 'aria-pressed="false"' in topic_dom
     assert '<span class="tok-keyword">def</span> <span class="tok-definition">jwt_encode</span>' in topic_dom
     for shown_by_script in (r'<section class="api-console"[^>]*>', r'<p class="hint"[^>]*>'):
         assert "hidden" not in re.search(shown_by_script, topic_dom).group(0)
+
+
+def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(client):
+    for topic in tour.TOPICS:
+        first_line, source = tour.source_sections()[topic.number]
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        for panel in topic.elsewhere:
+            if panel.snippet:
+                ast.parse(panel.snippet)
+            if panel.language == "python" and panel.cheat_sheet:
+                ast.parse(panel.cheat_sheet)
+            for name in panel.ours:
+                line = tour.name_line(source, first_line, name)
+                assert line is not None, (topic.number, name)
+                assert first_line <= line < first_line + source.count("\n") + 1
+                assert name in APP_LINES[line - 1], (topic.number, name, APP_LINES[line - 1])
+                assert f'href="#L{line}"><code>{name}</code>' in html and f'id="L{line}"' in html
+    panelled = {topic.number for topic in tour.TOPICS if topic.elsewhere}
+    assert panelled >= {5, 6, 8, 10, 11, 12, 13, 14}
+
+
+def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(client):
+    for topic in tour.TOPICS:
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        listed = {*topic.files, *(path for panel in topic.elsewhere for path in panel.files)}
+        for path in listed:
+            assert (ROOT / path).is_file(), path
+            anchor = tour.file_anchor(path)
+            assert f'id="{anchor}"' in html
+            lines = re.findall(rf'<span class="line" data-line="\d+" id="{anchor}-L\d+">(.*?)\n</span>',
+                               html, re.S)
+            shown = [unescape(re.sub(r"<[^>]+>", "", line)) for line in lines]
+            assert shown == (ROOT / path).read_text(encoding="utf-8").rstrip("\n").split("\n"), path
+    for number, path in [(4, "templates/welcome.html"), (13, "templates/error.html"),
+                         (14, "Dockerfile"), (14, "deploy/nginx.conf"), (8, ".env.example")]:
+        assert path in tour.TOPICS[number - 1].files
+
+
+def test_a_topic_page_shows_nothing_for_a_file_this_copy_lacks(client, monkeypatch):
+    monkeypatch.setattr(tour, "TOPICS", (*tour.TOPICS[:3], dataclasses.replace(
+        tour.TOPICS[3], files=("templates/no-such-file.html", "templates/welcome.html")),
+        *tour.TOPICS[4:]))
+    html = client.get("/topics/4").get_data(as_text=True)
+    assert "no-such-file" not in html and 'id="file-templates-welcome-html"' in html
+
+
+def test_highlighting_tells_comments_and_strings_apart_in_other_languages():
+    jinja = tour.highlight('{# a comment #}\n<a href="{{ url_for(\'x\') }}">it\'s</a>', "jinja")
+    assert '<span class="tok-comment">{# a comment #}</span>' in jinja
+    assert '<span class="tok-string">&#34;{{ url_for(&#39;x&#39;) }}&#34;</span>' in jinja
+    conf = tour.highlight('listen 80;  # port\nadd_header X "a # b";', "hash")
+    assert '<span class="tok-comment"># port</span>' in conf
+    assert '<span class="tok-string">&#34;a # b&#34;</span>' in conf
+    # A shown file's lines get ids of their own, so that #L… always means a line of app.py.
+    assert code_lines(tour.highlight("a\nb", "hash", anchor="file-x-L")) == []
+
+
+def collected_tests():
+    """Every test node id of test_app.py, as pytest collects them."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                             "no:cacheprovider", str(ROOT / "test_app.py")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    return [line for line in result.stdout.splitlines() if line.startswith("test_app.py::")]
+
+
+def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them(client):
+    node_ids = collected_tests()
+    assert len(node_ids) > 300
+    whole = (ROOT / "test_app.py").read_text(encoding="utf-8")
+    for number, (first_line, source) in tour.source_sections(ROOT / "test_app.py").items():
+        html = client.get(f"/topics/{number}").get_data(as_text=True)
+        command = tour.pytest_command(source, whole)
+        assert escape(command) in html and f'id="test-L{first_line}"' in html
+        # -k keeps a test when one of its words is part of the test's id (name and parameters).
+        words = re.fullmatch(r'python -m pytest test_app.py -k "(.*)"', command).group(1).split(" or ")
+        selected = {node.split("::")[1].split("[")[0] for node in node_ids
+                    if any(word in node.lower() for word in words)}
+        assert selected == set(tour.test_names(source)), number
+        assert len(command) < 400
+    # pytest itself agrees, for the section with the most tests.
+    source = tour.source_sections(ROOT / "test_app.py")[11][1]
+    real = subprocess.run([*tour.pytest_command(source, whole).split(" -k ")[0].split(), "-k",
+                           re.search(r'-k "(.*)"', tour.pytest_command(source, whole)).group(1),
+                           "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    real_names = {line.split("::")[1].split("[")[0] for line in real.stdout.splitlines()
+                  if line.startswith("test_app.py::")}
+    assert real_names == set(tour.test_names(source))
+
+
+def test_every_topic_ends_with_two_or_three_exercises(client):
+    for topic in tour.TOPICS:
+        assert 2 <= len(topic.exercises) <= 3, topic.number
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        for exercise in topic.exercises:
+            assert str(tour.inline_code(exercise.task)) in html
+            assert str(tour.inline_code(exercise.check)) in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_real_browser_shows_panels_files_tests_exercises_and_the_classic_errors(app, tmp_path):
+    pages = [f"/topics/{number}" for number in range(1, 15)] + ["/errors/classic"]
+    with serve_in_thread(app) as base, ThreadPoolExecutor(4) as pool:
+        doms = dict(zip(pages, pool.map(
+            lambda page: dump_dom(base + page, tmp_path / page.replace("/", "-")), pages)))
+    for number in range(1, 15):
+        dom = doms[f"/topics/{number}"]
+        assert 'id="tests-heading"' in dom and "python -m pytest test_app.py -k" in dom
+        exercises = re.search(r'<section class="exercises".*?</section>', dom, re.S).group(0)
+        assert exercises.count("<li>") >= 2
+        if number in (5, 6, 8, 10, 11, 12, 13, 14):
+            panel = re.search(r'<div class="elsewhere-parts">.*?</section>', dom, re.S).group(0)
+            assert "In the cheat sheet" in panel and "In our section" in panel
+            assert 'href="#L' in panel and panel.count('class="copy-button"') >= 1
+    assert 'id="file-templates-welcome-html"' in doms["/topics/4"]
+    assert '<h1>Hello {{ user }}</h1>' in unescape(doms["/topics/4"])
+    assert 'id="file-dockerfile"' in doms["/topics/14"] and 'id="file-deploy-nginx-conf"' in doms["/topics/14"]
+    errors = unescape(doms["/errors/classic"])
+    for message in ("Working outside of application context.", "CSRF token is missing",
+                    "405 Method Not Allowed", "Could not build url for endpoint 'notes'",
+                    "TemplateNotFound: 404.html", "BadRequestKeyError: 400 Bad Request"):
+        assert message in errors
