@@ -1705,10 +1705,10 @@ def missing_field_in_a_request():
 
 
 def csrf_refusal():
-    """What our CSRF check answers a form posted without its token: (status, detail)."""
+    """What our CSRF check (section 5) answers a form posted without its token: (status, detail)."""
     if "forms.logout" not in current_app.view_functions:
         return None, "The forms section (5), which checks the token, is not registered here."
-    path = url_for("forms.logout").removeprefix(request.script_root)  # the app's own view of it
+    path = url_for("errors.missing_field").removeprefix(request.script_root)  # the app's own view
     client = current_app.test_client()
     # A real request, in a context of its own, so that it does not share this request's `g`.
     response = contextvars.Context().run(client.post, path, headers={"Accept": "application/json"})
@@ -2467,8 +2467,9 @@ def panel_view(index, panel, source, first_line):
     """What topic.html needs to show one Elsewhere panel: its code highlighted, its links."""
     return {
         "panel": panel,
-        "cheat_sheet": highlight(panel.cheat_sheet, panel.language, anchor=f"p{index}c-L"),
-        "snippet": highlight(panel.snippet, "python", anchor=f"p{index}s-L"),
+        "cheat_sheet": highlight(panel.cheat_sheet.rstrip("\n"), panel.language,
+                                 anchor=f"p{index}c-L"),
+        "snippet": highlight(panel.snippet.rstrip("\n"), "python", anchor=f"p{index}s-L"),
         "links": [(name, line) for name in panel.ours
                   if (line := name_line(source, first_line, name))],
         "files": [(path, file_anchor(path)) for path in panel.files],
