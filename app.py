@@ -2161,7 +2161,7 @@ TOPICS = (
               Exercise("Give `HelloAPI` a `post` method: `def post(self): return "
                        "{\"message\": f\"Hello, {json_body().get('name', 'World')}\"}`.",
                        "Before the change, `curl -i -X POST localhost:5000/api/hello` is a 405 "
-                       "with `Allow: GET, HEAD, OPTIONS`; after it, `curl -X POST "
+                       "whose `Allow` header lists GET, HEAD and OPTIONS; after it, `curl -X POST "
                        "localhost:5000/api/hello -H 'Content-Type: application/json' -d "
                        "'{\"name\": \"Ada\"}'` says Hello, Ada."),
               Exercise("Set `API_MAX_PAGE_SIZE = 2`, then create three notes in the console "
