@@ -108,6 +108,7 @@ def create_app(config=None, *, instance_path=None):
 # Blueprint groups a section's routes, and `create_app` registers it on the app. Endpoints
 # are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
 # makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
+# `/structure` and `/routes` show the app's Blueprints and URL map (topics 1 and 2).
 # Uses `TOPICS` and `topic_page` (appendix).
 
 tour_bp = Blueprint("tour", __name__)
@@ -1677,7 +1678,7 @@ def classic_errors():
         "csrf": csrf_refusal(),
         "method": caught(lambda: current_app.create_url_adapter(request).match(
             request.path, method="POST")),
-        "build": caught(lambda: url_for("notes")),  # the Blueprint's name is missing
+        "build": caught(lambda: url_for("notes")),  # deliberately wrong: "forms.notes" is right
         "template": caught(lambda: render_template("404.html")),
         "form_key": caught(missing_field_in_a_request),
     })
