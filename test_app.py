@@ -2,6 +2,7 @@
 
 import ast
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import http.client
@@ -604,6 +605,64 @@ def dump_dom(url, tmp_path, timeout=60):
     assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
     return dom.decode()
 
+
+def browse(urls, profile, timeout=60):
+    """The DOM of each URL after its scripts ran, from one headless Chromium driven over its
+    DevTools pipe (one browser start for all of them, not one per page as with --dump-dom)."""
+    to_browser, from_browser = os.pipe(), os.pipe()
+
+    def pipe_fds():  # Chromium reads commands on fd 3 and writes replies on fd 4
+        read_end, write_end = os.dup(to_browser[0]), os.dup(from_browser[1])  # out of 3 and 4's way
+        os.dup2(read_end, 3)
+        os.dup2(write_end, 4)
+
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--remote-debugging-pipe"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=pipe_fds, close_fds=False, start_new_session=True)
+    os.close(to_browser[0])
+    os.close(from_browser[1])
+    messages, pending, ids = [], b"", iter(range(1, 1_000_000))
+    deadline = time.monotonic() + timeout
+
+    def wait(wanted):
+        nonlocal pending
+        while True:
+            for message in messages:
+                if wanted(message):
+                    messages.remove(message)
+                    return message
+            assert time.monotonic() < deadline, "chromium did not answer in time"
+            chunk = os.read(from_browser[0], 65536)
+            assert chunk, "chromium closed its pipe"
+            *complete, pending = (pending + chunk).split(b"\0")  # messages end with a NUL byte
+            messages.extend(json.loads(message) for message in complete)
+
+    def send(method, session=None, **params):
+        message_id = next(ids)
+        os.write(to_browser[1], json.dumps({"id": message_id, "method": method, "params": params,
+                                            **({"sessionId": session} if session else {})}).encode() + b"\0")
+        return wait(lambda message: message.get("id") == message_id)["result"]
+
+    try:
+        target = send("Target.createTarget", url="about:blank")["targetId"]
+        session = send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        send("Page.enable", session)
+        doms = []
+        for url in urls:
+            send("Page.navigate", session, url=url)
+            wait(lambda message: message.get("method") == "Page.loadEventFired")
+            doms.append(send("Runtime.evaluate", session, returnByValue=True,
+                             expression="document.documentElement.outerHTML")["result"]["value"])
+        return doms
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        os.close(to_browser[1])
+        os.close(from_browser[0])
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -1066,19 +1125,26 @@ def config_keys(unit, owned):
 
 
 def owners(units):
-    """Which unit defines each name, endpoint and setting."""
-    found = {}
+    """Which unit defines each name, each endpoint and each setting: three mappings."""
+    names, endpoints, settings = {}, {}, {}
     for unit in units[1:]:
-        for thing in unit.defined | endpoints_of(unit) | config_keys(unit, owned=True):
-            found.setdefault(thing, unit.key)
-    return found
+        for found, things in ((names, unit.defined), (endpoints, endpoints_of(unit)),
+                              (settings, config_keys(unit, owned=True))):
+            for thing in things:
+                found.setdefault(thing, unit.key)
+    return names, endpoints, settings
 
 
-def used_from_others(unit, owner):
+def used_from_others(unit, owned):
     """What a unit takes from other units: names, endpoints and settings, with their owner."""
-    things = ((unit.loaded_names() - unit.defined) | endpoints_used(unit)
-              | config_keys(unit, owned=False))
-    return {(thing, owner[thing]) for thing in things if owner.get(thing, unit.key) != unit.key}
+    names, endpoints, settings = owned
+    used = set()
+    for found, things in ((names, unit.loaded_names() - unit.defined),
+                          (endpoints, endpoints_used(unit)),
+                          (settings, config_keys(unit, owned=False))):
+        used.update((thing, found[thing]) for thing in things
+                    if found.get(thing, unit.key) != unit.key)
+    return used
 
 
 @pytest.mark.parametrize("unit", app_units()[1:], ids=lambda unit: unit.key)
@@ -1203,7 +1269,7 @@ def test_each_topic_runs_when_copied_with_only_what_its_uses_line_names(tmp_path
 def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
     app, module, copied = copied_app(tmp_path, ["9"], "copied_database")
     try:
-        assert copied == ["9"]
+        assert copied == ["4", "9"]  # the database, and the layout its demo page extends
         with app.app_context():
             tables = module.get_db().execute("SELECT name FROM sqlite_master").fetchall()
         assert tables == []  # no section registered a table: nothing of the auth section came along
@@ -1266,6 +1332,29 @@ def test_previous_and_next_topic_links(client, number):
     expected |= {("next", str(number + 1))} if number < 14 else set()
     assert links == expected
 
+
+def test_structure_shows_the_files_blueprints_and_url_map_but_no_secrets(client, app):
+    html = client.get("/structure").get_data(as_text=True)
+    for shown in ("app.py", "templates/base.html", "static/app.js", "deploy/nginx.conf"):
+        assert f"<code>{shown}</code>" in html
+    for name in app.blueprints:
+        assert f"<td><code>{name}</code></td>" in html
+    for rule in app.url_map.iter_rules():
+        assert f"<code>{escape(rule.rule)}</code>" in html
+    assert "secret_key" not in html and "<code>.env</code></li>" not in html
+
+
+@pytest.mark.parametrize("endpoint, value, shown", [
+    ("tour.topic", "5", "tour.topic with {&#39;number&#39;: 5}"),  # the converter made an int
+    ("params.user", "Ada", "params.user with {&#39;name&#39;: &#39;Ada&#39;}"),
+    ("tour.topic", "abc", "url_for refused it"),
+    ("params.user", "a/b", "href=\"/user/a/b\""),
+    ("no.such.endpoint", "x", "params.user with"),  # an unknown choice falls back to the default
+])
+def test_routes_builds_a_url_and_matches_it_back(client, endpoint, value, shown):
+    response = client.get("/routes", query_string={"endpoint": endpoint, "value": value})
+    assert response.status_code == 200
+    assert shown in response.get_data(as_text=True)
 
 # ---------------------------------------------------------------------------
 # 4. Templates (Jinja2)
@@ -1764,6 +1853,14 @@ def test_init_db_command_recreates_the_schema(runner, client, app):
     assert "Initialized the database" in result.output
     assert count_rows(app, "users") == 0
 
+
+def test_database_page_shows_your_rows_and_the_sql_that_read_them(client, auth):
+    anonymous = client.get("/database").get_data(as_text=True)
+    assert "Log in to see the rows" in anonymous and escape(tour.NOTES_SQL) in anonymous
+    auth.register()
+    client.post("/notes", data={"title": "row one", "body": "", "csrf_token": auth.token("/notes")})
+    html = client.get("/database").get_data(as_text=True)
+    assert "<td>row one</td>" in html and "<th>user_id</th>" in html and "1 row\n" in html
 
 # --- 9: attacks and faults ---------------------------------------------------
 
@@ -3791,6 +3888,29 @@ def test_an_error_given_a_reason_keeps_it(client):
     assert tour.ERROR_SENTENCES[429] not in page
 
 
+def test_classic_errors_page_shows_each_real_message_and_logs_nothing_unexpected(
+        client, logged_in, caplog):
+    with caplog.at_level("INFO", logger="app"):
+        response = client.get("/errors/classic")
+        html = unescape(response.get_data(as_text=True))
+        token = csrf_from(response)
+        method = client.post("/errors/classic", data={"csrf_token": token})
+        bare = client.post("/errors/classic/form-key", data={"csrf_token": token})
+        csrf = client.post("/errors/classic/form-key", data={"title": "no token"})
+    for message in ("RuntimeError: Working outside of application context.",
+                    "400 BAD REQUEST: The form's CSRF token is missing or out of date.",
+                    "MethodNotAllowed: 405 Method Not Allowed: The method is not allowed",
+                    "BuildError: Could not build url for endpoint 'notes'.",
+                    "TemplateNotFound: 404.html",
+                    "BadRequestKeyError: 400 Bad Request: The browser (or proxy) sent a request",
+                    "cannot import name 'db' from partially initialized module"):
+        assert message in html
+    assert "Signed in as <strong>alice</strong>" in html  # the inner request did not touch this g
+    assert (method.status_code, bare.status_code, csrf.status_code) == (405, 400, 400)
+    assert "Unhandled exception" not in caplog.text
+    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in tour.TOPICS[12].demos}
+    assert 'href="/errors/classic"' in client.get("/").get_data(as_text=True)
+
 # --- 13: attacks and faults --------------------------------------------------
 
 
@@ -3875,6 +3995,21 @@ def test_proxy_headers_are_ignored_by_default(tmp_path):
     assert "Strict-Transport-Security" not in response.headers
     assert "Secure" not in response.headers["Set-Cookie"]
     assert "/tour/" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("proxies", [0, 1])
+def test_proxy_page_shows_what_the_app_sees_beside_what_reached_it(tmp_path, proxies):
+    headers = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    html = app_behind_proxies(tmp_path, proxies).test_client().get(
+        "/proxy", headers=headers).get_data(as_text=True)
+    rows = dict((label, (seen, raw)) for label, seen, raw in re.findall(
+        r'<th scope="row">(.*?)</th><td><code>(.*?)</code></td><td><code>(.*?)</code>', html))
+    if proxies:
+        assert rows["Client address"] == ("203.0.113.7", "127.0.0.1")
+        assert rows["Scheme"] == ("https", "http")
+    else:
+        assert rows["Client address"] == ("127.0.0.1", "127.0.0.1")
+        assert "X-Forwarded-For: 203.0.113.7</code> (ignored)" in html
 
 
 @pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
@@ -4470,7 +4605,10 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
         tour_dom = dump_dom(base + "/", tmp_path)
         topic_dom = dump_dom(base + "/topics/11", tmp_path)
     assert 'class="copy-button"' in tour_dom and 'class="toggle"' in tour_dom
-    assert topic_dom.count('class="copy-button"') == 1 and 'aria-pressed="false"' in topic_dom
+    # One Copy button per code block: the section, the library snippets, the files, the tests.
+    code_blocks = app.test_client().get("/topics/11").get_data(as_text=True).count('<pre class="code')
+    assert topic_dom.count('class="copy-button"') == code_blocks > 1
+    assert 'aria-pressed="false"' in topic_dom
     assert '<span class="tok-keyword">def</span> <span class="tok-definition">jwt_encode</span>' in topic_dom
     for shown_by_script in (r'<section class="api-console"[^>]*>', r'<p class="hint"[^>]*>'):
         assert "hidden" not in re.search(shown_by_script, topic_dom).group(0)
@@ -4490,3 +4628,123 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
                 code_top = browser.evaluate(
                     "document.querySelector('.source pre').getBoundingClientRect().top")
                 assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
+
+
+def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(client):
+    for topic in tour.TOPICS:
+        first_line, source = tour.source_sections()[topic.number]
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        for panel in topic.elsewhere:
+            if panel.snippet:
+                ast.parse(panel.snippet)
+            if panel.language == "python" and panel.cheat_sheet:
+                ast.parse(panel.cheat_sheet)
+            for name in panel.ours:
+                line = tour.name_line(source, first_line, name)
+                assert line is not None, (topic.number, name)
+                assert first_line <= line < first_line + source.count("\n") + 1
+                assert name in APP_LINES[line - 1], (topic.number, name, APP_LINES[line - 1])
+                assert f'href="#L{line}"><code>{name}</code>' in html and f'id="L{line}"' in html
+    panelled = {topic.number for topic in tour.TOPICS if topic.elsewhere}
+    assert panelled >= {5, 6, 8, 10, 11, 12, 13, 14}
+
+
+def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(client):
+    for topic in tour.TOPICS:
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        listed = {*topic.files, *(path for panel in topic.elsewhere for path in panel.files)}
+        for path in listed:
+            assert (ROOT / path).is_file(), path
+            anchor = tour.file_anchor(path)
+            assert f'id="{anchor}"' in html
+            lines = re.findall(rf'<span class="line" data-line="\d+" id="{anchor}-L\d+">(.*?)\n</span>',
+                               html, re.S)
+            shown = [unescape(re.sub(r"<[^>]+>", "", line)) for line in lines]
+            assert shown == (ROOT / path).read_text(encoding="utf-8").rstrip("\n").split("\n"), path
+    for number, path in [(4, "templates/welcome.html"), (13, "templates/error.html"),
+                         (14, "Dockerfile"), (14, "deploy/nginx.conf"), (8, ".env.example")]:
+        assert path in tour.TOPICS[number - 1].files
+
+
+def test_a_topic_page_shows_nothing_for_a_file_this_copy_lacks(client, monkeypatch):
+    monkeypatch.setattr(tour, "TOPICS", (*tour.TOPICS[:3], dataclasses.replace(
+        tour.TOPICS[3], files=("templates/no-such-file.html", "templates/welcome.html")),
+        *tour.TOPICS[4:]))
+    html = client.get("/topics/4").get_data(as_text=True)
+    assert "no-such-file" not in html and 'id="file-templates-welcome-html"' in html
+
+
+def test_highlighting_tells_comments_and_strings_apart_in_other_languages():
+    jinja = tour.highlight('{# a comment #}\n<a href="{{ url_for(\'x\') }}">it\'s</a>', "jinja")
+    assert '<span class="tok-comment">{# a comment #}</span>' in jinja
+    assert '<span class="tok-string">&#34;{{ url_for(&#39;x&#39;) }}&#34;</span>' in jinja
+    conf = tour.highlight('listen 80;  # port\nadd_header X "a # b";', "hash")
+    assert '<span class="tok-comment"># port</span>' in conf
+    assert '<span class="tok-string">&#34;a # b&#34;</span>' in conf
+    # A shown file's lines get ids of their own, so that #L… always means a line of app.py.
+    assert code_lines(tour.highlight("a\nb", "hash", anchor="file-x-L")) == []
+
+
+def collected_tests(*args):
+    """The test node ids of test_app.py that pytest collects with `args` (such as -k …)."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "test_app.py", "--collect-only", "-q",
+                             "-p", "no:cacheprovider", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    return [line for line in result.stdout.splitlines() if line.startswith("test_app.py::")]
+
+
+def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them(client):
+    whole = (ROOT / "test_app.py").read_text(encoding="utf-8")
+    biggest = tour.source_sections(ROOT / "test_app.py")[11][1]  # the section with the most tests
+    command = tour.pytest_command(biggest, whole)
+    with ThreadPoolExecutor(2) as pool:  # two collections at once: pytest itself, with and without -k
+        real_selection = pool.submit(collected_tests, "-k", re.search(r'-k "(.*)"', command).group(1))
+        node_ids = collected_tests()
+    assert len(node_ids) > 300
+    for number, (first_line, source) in tour.source_sections(ROOT / "test_app.py").items():
+        html = client.get(f"/topics/{number}").get_data(as_text=True)
+        command = tour.pytest_command(source, whole)
+        assert escape(command) in html and f'id="test-L{first_line}"' in html
+        # -k keeps a test when one of its words is part of the test's id (name and parameters).
+        words = re.fullmatch(r'python -m pytest test_app.py -k "(.*)"', command).group(1).split(" or ")
+        selected = {node.split("::")[1].split("[")[0] for node in node_ids
+                    if any(word in node.lower() for word in words)}
+        assert selected == set(tour.test_names(source)), number
+        assert len(command) < 400
+    # pytest itself agrees, for the section with the most tests.
+    assert {node.split("::")[1].split("[")[0] for node in real_selection.result()} == set(
+        tour.test_names(biggest))
+
+
+def test_every_topic_ends_with_two_or_three_exercises(client):
+    for topic in tour.TOPICS:
+        assert 2 <= len(topic.exercises) <= 3, topic.number
+        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        for exercise in topic.exercises:
+            assert str(tour.inline_code(exercise.task)) in html
+            assert str(tour.inline_code(exercise.check)) in html
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_real_browser_shows_panels_files_tests_exercises_and_the_classic_errors(app, tmp_path):
+    pages = [f"/topics/{number}" for number in range(1, 15)] + ["/errors/classic"]
+    with serve_in_thread(app) as base:
+        doms = dict(zip(pages, browse([base + page for page in pages], tmp_path / "profile")))
+    for number in range(1, 15):
+        dom = doms[f"/topics/{number}"]
+        assert 'id="tests-heading"' in dom and "python -m pytest test_app.py -k" in dom
+        exercises = re.search(r'<section class="exercises".*?</section>', dom, re.S).group(0)
+        assert exercises.count("<li>") >= 2
+        assert dom.count('class="copy-button"') == dom.count('<pre class="code')  # app.js ran
+        if number in (5, 6, 8, 10, 11, 12, 13, 14):
+            panel = re.search(r'<div class="elsewhere-parts">.*?</section>', dom, re.S).group(0)
+            assert "In the cheat sheet" in panel and "In our section" in panel
+            assert 'href="#L' in panel and panel.count('class="copy-button"') >= 1
+    assert 'id="file-templates-welcome-html"' in doms["/topics/4"]
+    assert '<h1>Hello {{ user }}</h1>' in unescape(doms["/topics/4"])
+    assert 'id="file-dockerfile"' in doms["/topics/14"] and 'id="file-deploy-nginx-conf"' in doms["/topics/14"]
+    errors = unescape(doms["/errors/classic"])
+    for message in ("Working outside of application context.", "CSRF token is missing",
+                    "405 Method Not Allowed", "Could not build url for endpoint 'notes'",
+                    "TemplateNotFound: 404.html", "BadRequestKeyError: 400 Bad Request"):
+        assert message in errors
