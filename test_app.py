@@ -88,6 +88,18 @@ def runner(app):
     return app.test_cli_runner()
 
 
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    """A client of one app shared by the tests that only read pages (the tour, the topics).
+
+    A topic page is highlighted once per app; sharing the app keeps the suite under two minutes.
+    """
+    folder = tmp_path_factory.mktemp("reader")
+    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "JWT_SECRET_KEY": JWT_TEST_KEY,
+                       "DATABASE": str(folder / "test.sqlite")},
+                      instance_path=str(folder / "instance")).test_client()
+
+
 def csrf_from(response):
     """The CSRF token in a page's form."""
     match = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
@@ -763,7 +775,7 @@ OVERFLOW = """JSON.stringify({
     .slice(0, 8).map((e) => e.tagName.toLowerCase() + (e.className ? "." + e.className : "")),
 })"""
 
-LOAD_SECONDS = 20
+LOAD_SECONDS = 5  # long enough for every worker to write under contention many times over
 
 
 def work_tree():
@@ -1282,8 +1294,8 @@ def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_tour_lists_all_fourteen_topics(client):
-    page = client.get("/").get_data(as_text=True)
+def test_tour_lists_all_fourteen_topics(reader):
+    page = reader.get("/").get_data(as_text=True)
     for topic in tour.TOPICS:
         assert f'href="/topics/{topic.number}"' in page
         assert topic.summary.replace("`", "")[:20] in page.replace("`", "")
@@ -1291,8 +1303,8 @@ def test_tour_lists_all_fourteen_topics(client):
 
 
 @pytest.mark.parametrize("number", range(1, 15))
-def test_topic_page_shows_its_own_section(client, number):
-    page = client.get(f"/topics/{number}").get_data(as_text=True)
+def test_topic_page_shows_its_own_section(reader, number):
+    page = reader.get(f"/topics/{number}").get_data(as_text=True)
     assert f"# {number}. " in page
     other = number % 14 + 1
     assert f"# {other}. " not in page.replace(f"{other}. {tour.TOPICS[other - 1].title}", "")
@@ -1326,8 +1338,8 @@ def topic_links(html):
 
 
 @pytest.mark.parametrize("number", range(1, 15))
-def test_previous_and_next_topic_links(client, number):
-    links = topic_links(client.get(f"/topics/{number}").get_data(as_text=True))
+def test_previous_and_next_topic_links(reader, number):
+    links = topic_links(reader.get(f"/topics/{number}").get_data(as_text=True))
     expected = {("prev", str(number - 1))} if number > 1 else set()
     expected |= {("next", str(number + 1))} if number < 14 else set()
     assert links == expected
@@ -4540,9 +4552,9 @@ def test_each_section_shows_its_cheat_sheet_construct_on_its_first_screen(number
 
 
 @pytest.mark.parametrize("number", range(1, 15))
-def test_topic_page_numbers_its_code_with_the_real_app_py_lines(client, number):
+def test_topic_page_numbers_its_code_with_the_real_app_py_lines(reader, number):
     first_line, source = tour.source_sections()[number]
-    lines = code_lines(client.get(f"/topics/{number}").get_data(as_text=True))
+    lines = code_lines(reader.get(f"/topics/{number}").get_data(as_text=True))
     assert [line_number for line_number, _ in lines] == list(
         range(first_line, first_line + source.count("\n") + 1))
     assert all(text == APP_LINES[line_number - 1] for line_number, text in lines)
@@ -4569,13 +4581,13 @@ def test_highlighting_an_unfinished_fragment_still_shows_all_of_it():
     assert code_lines(html) == [(1, "call(1,"), (2, '    "two"')]
 
 
-def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(client):
+def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(reader):
     for topic in tour.TOPICS:
-        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
         assert str(tour.inline_code(topic.cheat_sheet)) in html
         assert str(tour.inline_code(topic.our_version)) in html
         for _, endpoint, arguments in topic.demos:
-            with client.application.test_request_context():
+            with reader.application.test_request_context():
                 assert 'href="%s"' % escape(tour.url_for(endpoint, **arguments)) in html
 
 
@@ -4584,8 +4596,8 @@ def test_inline_code_escapes_then_marks_backticks():
 
 
 @pytest.mark.parametrize("number", range(1, 15))
-def test_api_console_only_on_the_rest_and_jwt_topics(client, number):
-    html = client.get(f"/topics/{number}").get_data(as_text=True)
+def test_api_console_only_on_the_rest_and_jwt_topics(reader, number):
+    html = reader.get(f"/topics/{number}").get_data(as_text=True)
     if number in (6, 11):
         assert ('data-users-url="/api/users"' in html and 'data-token-url="/api/token"' in html
                 and 'data-notes-url="/api/notes"' in html)
@@ -4630,10 +4642,10 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
                 assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
 
 
-def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(client):
+def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(reader):
     for topic in tour.TOPICS:
         first_line, source = tour.source_sections()[topic.number]
-        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
         for panel in topic.elsewhere:
             if panel.snippet:
                 ast.parse(panel.snippet)
@@ -4649,9 +4661,9 @@ def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_se
     assert panelled >= {5, 6, 8, 10, 11, 12, 13, 14}
 
 
-def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(client):
+def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(reader):
     for topic in tour.TOPICS:
-        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
         listed = {*topic.files, *(path for panel in topic.elsewhere for path in panel.files)}
         for path in listed:
             assert (ROOT / path).is_file(), path
@@ -4693,7 +4705,7 @@ def collected_tests(*args):
     return [line for line in result.stdout.splitlines() if line.startswith("test_app.py::")]
 
 
-def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them(client):
+def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them(reader):
     whole = (ROOT / "test_app.py").read_text(encoding="utf-8")
     biggest = tour.source_sections(ROOT / "test_app.py")[11][1]  # the section with the most tests
     command = tour.pytest_command(biggest, whole)
@@ -4702,7 +4714,7 @@ def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them
         node_ids = collected_tests()
     assert len(node_ids) > 300
     for number, (first_line, source) in tour.source_sections(ROOT / "test_app.py").items():
-        html = client.get(f"/topics/{number}").get_data(as_text=True)
+        html = reader.get(f"/topics/{number}").get_data(as_text=True)
         command = tour.pytest_command(source, whole)
         assert escape(command) in html and f'id="test-L{first_line}"' in html
         # -k keeps a test when one of its words is part of the test's id (name and parameters).
@@ -4716,10 +4728,10 @@ def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them
         tour.test_names(biggest))
 
 
-def test_every_topic_ends_with_two_or_three_exercises(client):
+def test_every_topic_ends_with_two_or_three_exercises(reader):
     for topic in tour.TOPICS:
         assert 2 <= len(topic.exercises) <= 3, topic.number
-        html = client.get(f"/topics/{topic.number}").get_data(as_text=True)
+        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
         for exercise in topic.exercises:
             assert str(tour.inline_code(exercise.task)) in html
             assert str(tour.inline_code(exercise.check)) in html
