@@ -1053,7 +1053,7 @@ def set_up_login(state):
     config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds a failed login counts
     config.setdefault("LOGIN_ADDRESS_MAX_FAILURES", 200)  # per address: 40 students, 5 typos each
     config.setdefault("LOGIN_DELAYS", (0, 0, 0, 0, 0, 30, 60))  # per username: s after nth failure
-    config.setdefault("REGISTRATIONS_PER_HOUR", 50)  # per address: a class registering together
+    config.setdefault("REGISTRATIONS_PER_HOUR", 100)  # per address: a whole class at once, behind one NAT
     add_schema(state.app, LOGIN_SCHEMA)
 
 
