@@ -208,6 +208,8 @@ def favicon():
 def has_endpoint(endpoint):
     """True when the app has a view for `endpoint`, so a template can link to it."""
     return endpoint in current_app.view_functions
+
+
 # ---------------------------------------------------------------------------
 # 7. JSON responses (jsonify)
 # ---------------------------------------------------------------------------
@@ -344,6 +346,8 @@ def field_schemas(fields):
     return {name: {"type": "string", "minLength": field.min_length, "maxLength": field.max_length,
                    **({"pattern": f"^{field.pattern}$"} if field.pattern else {})}
             for name, field in fields.items()}
+
+
 # ---------------------------------------------------------------------------
 # 8. Flask configurations & environment variables
 # ---------------------------------------------------------------------------
@@ -465,6 +469,8 @@ def is_weak_key(key):
 def key_bytes(key):
     """A configured key as bytes, as HMAC needs it."""
     return key if isinstance(key, bytes) else str(key).encode()
+
+
 # ---------------------------------------------------------------------------
 # 9. Database integration (sqlite3)
 # ---------------------------------------------------------------------------
@@ -815,6 +821,8 @@ def init_models(app):
     """Have the database create the users and notes tables, and upgrade older ones."""
     add_schema(app, MODELS_SCHEMA)
     add_upgrade(app, *SESSION_ID_UPGRADE)
+
+
 # ---------------------------------------------------------------------------
 # 11. Authentication & JWT
 # ---------------------------------------------------------------------------
@@ -1345,6 +1353,8 @@ def me_api():
 
 accounts_bp.add_url_rule("/users", view_func=UserAPI.as_view("users"))
 accounts_bp.add_url_rule("/token", view_func=TokenAPI.as_view("token"))
+
+
 # ---------------------------------------------------------------------------
 # 3. URL parameters & query strings
 # ---------------------------------------------------------------------------
@@ -1534,6 +1544,8 @@ def is_cross_site():
         return False
     parts = urlsplit(source)  # "null" (a sandboxed or privacy-minded page) matches nothing
     return (parts.scheme, parts.netloc) != (request.scheme, request.host)
+
+
 # ---------------------------------------------------------------------------
 # 6. REST APIs with Flask (MethodView)
 # ---------------------------------------------------------------------------
@@ -1744,6 +1756,8 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
     if parameters:
         result["parameters"] = list(parameters)
     return result
+
+
 # ---------------------------------------------------------------------------
 # 12. Middleware / request hooks
 # ---------------------------------------------------------------------------
@@ -1851,6 +1865,8 @@ def set_up_logging(state):
                            "false, in lowercase: FLASK_ACCESS_LOG=false.")
     if app.logger.level == logging.NOTSET:
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
+
+
 # ---------------------------------------------------------------------------
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
@@ -1983,19 +1999,23 @@ def csrf_refusal():
     # A real request, in a context of its own, so that it does not share this request's `g`.
     response = contextvars.Context().run(client.post, path, headers={"Accept": "application/json"})
     return response.status, (response.get_json(silent=True) or {}).get("detail")
+
+
 # ---------------------------------------------------------------------------
 # 14. Deployment (Gunicorn + Nginx, Docker)
 # ---------------------------------------------------------------------------
-# Production runs `gunicorn app:app` (workers from WEB_CONCURRENCY) behind nginx, which
-# balances two instances and serves static/ itself; see Dockerfile, docker-compose.yml and
-# deploy/nginx.conf. `/healthz` tells Docker and nginx whether the app can write to its
-# database. Behind a proxy, ProxyFix makes `remote_addr`, the scheme, host and prefix
-# those of the client, but only for the number of proxies you configure in
-# TRUSTED_PROXIES: trusting X-Forwarded-* from anyone would let clients spoof their
-# address. Under a prefix (DispatcherMiddleware, or nginx's X-Forwarded-Prefix) `url_for`
-# puts it in every URL; set SESSION_COOKIE_PATH to it so the cookie stays there too.
-# `/proxy` shows what the app sees of the client, beside what reached the server.
-# Uses `get_db` and `add_schema` (section 9).
+# Production runs `gunicorn -c deploy/gunicorn.conf.py app:app` (workers from
+# WEB_CONCURRENCY) behind nginx, which balances two instances and serves static/ itself;
+# see Dockerfile, docker-compose.yml and deploy/nginx.conf. `/healthz` tells Docker and
+# nginx whether the app can write to its database. Behind a proxy, ProxyFix makes
+# `remote_addr`, the scheme, host and prefix those of the client, but only for the number
+# of proxies you configure in TRUSTED_PROXIES: trusting X-Forwarded-* from anyone would
+# let clients spoof their address. That is also why the gunicorn settings file turns off
+# gunicorn's own trust of X-Forwarded-Proto, which by default believes any local program.
+# Under a prefix (DispatcherMiddleware, or nginx's X-Forwarded-Prefix) `url_for` puts it in
+# every URL; set SESSION_COOKIE_PATH to it so the cookie stays there too. `/proxy` shows
+# what the app sees of the client, beside what reached the server.
+# Uses `get_db` and `add_schema` (section 9); its page extends base.html (section 4).
 
 deployment_bp = Blueprint("deployment", __name__)
 
@@ -2041,6 +2061,8 @@ def set_up_deployment(state):
     if proxies:
         state.app.wsgi_app = ProxyFix(state.app.wsgi_app, x_for=proxies, x_proto=proxies,
                                       x_host=proxies, x_port=proxies, x_prefix=proxies)
+
+
 # ---------------------------------------------------------------------------
 # Appendix: how this tour shows its own code
 # ---------------------------------------------------------------------------
