@@ -2878,9 +2878,16 @@ PART_BANNER = re.compile(r"# --- (\d+\.\d+ .*?) -*$")
 def source_sections(path=None):
     """Map each topic number to (first line number, its section of the file, banner included).
 
-    The file is this very module unless `path` names another with the same banners.
+    The file is this very module unless `path` names another with the same banners; it is
+    read on every call, so the page always shows what is on disk.
     """
-    lines = Path(path or __file__).read_text(encoding="utf-8").splitlines()
+    return sections_of(Path(path or __file__).read_text(encoding="utf-8"))
+
+
+@functools.cache  # pure: see pytest_command
+def sections_of(text):
+    """The numbered sections of a file's text, as `source_sections` returns them."""
+    lines = text.splitlines()
     starts = [i - 1 for i, line in enumerate(lines)
               if lines[i - 1] == BANNER_RULE and re.match(r"# (\d+\.|Appendix)", line)]
     sections = {}
