@@ -2810,18 +2810,23 @@ def shown_file(path):
 
 def topic_tests(number):
     """The topic's section of test_app.py (same banners), highlighted, and the command to run it."""
-    path = Path(__file__).with_name("test_app.py")
     try:
-        sections = source_sections(path)
+        text = Path(__file__).with_name("test_app.py").read_text(encoding="utf-8")
     except OSError:  # not in a copied section or the Docker image
         return None
-    if number not in sections:
+    return tests_of(text, number)
+
+
+@functools.cache  # pure: see pytest_command
+def tests_of(text, number):
+    """What `topic_tests` shows of test_app.py's `text`: None when it has no such section."""
+    if number not in sections_of(text):
         return None
-    first_line, source = sections[number]
+    first_line, source = sections_of(text)[number]
     return {"first_line": first_line, "lines": source.count("\n") + 1,
             "count": len(test_names(source)),
             "code": highlight_python(source, first_line, anchor="test-L"),
-            "command": pytest_command(source, path.read_text(encoding="utf-8"))}
+            "command": pytest_command(source, text)}
 
 
 def test_names(source):
