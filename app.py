@@ -109,7 +109,8 @@ def create_app(config=None, *, instance_path=None):
 # are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
 # makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
 # `/structure` and `/routes` show the app's Blueprints and URL map (topics 1 and 2).
-# Uses `TOPICS` and `topic_page` (appendix); its pages extend base.html (section 4).
+# Uses `TOPICS`, `topic_page` and `tests_page` (appendix); its pages extend base.html
+# (section 4).
 
 tour_bp = Blueprint("tour", __name__)
 
@@ -126,6 +127,14 @@ def topic(number):
     if not 1 <= number <= len(TOPICS):
         abort(404)
     return topic_page(TOPICS[number - 1])
+
+
+@tour_bp.route("/topics/<int:number>/tests")
+def topic_tests(number):
+    """The tests of one topic: its section of test_app.py."""
+    if not 1 <= number <= len(TOPICS):
+        abort(404)
+    return tests_page(TOPICS[number - 1])
 
 
 @tour_bp.route("/structure")
@@ -2737,6 +2746,12 @@ def topic_page(topic):
     return render_template("topic.html", **topic_context(topic))
 
 
+def tests_page(topic):
+    """The page of one topic's tests: its section of test_app.py, highlighted."""
+    tests = tests_view(topic.number) or abort(404)  # a copy without test_app.py
+    return render_template("topic_tests.html", topic=topic, tests=tests)
+
+
 def topic_context(topic):
     """What topic.html shows of one topic, highlighted."""
     first_line, source = source_sections()[topic.number]
@@ -2750,7 +2765,7 @@ def topic_context(topic):
         panels=[panel_view(index, panel, source, first_line)
                 for index, panel in enumerate(topic.elsewhere, start=1)],
         files=[shown for path in topic.files if (shown := shown_file(path))],
-        tests=topic_tests(number),
+        tests=tests_view(number),
         previous=TOPICS[number - 2] if number > 1 else None,
         next=TOPICS[number] if number < len(TOPICS) else None,
     )
@@ -2808,7 +2823,7 @@ def shown_file(path):
             "lines": text.count("\n") + 1}
 
 
-def topic_tests(number):
+def tests_view(number):
     """The topic's section of test_app.py (same banners), highlighted, and the command to run it."""
     try:
         text = Path(__file__).with_name("test_app.py").read_text(encoding="utf-8")
@@ -2819,7 +2834,7 @@ def topic_tests(number):
 
 @functools.cache  # pure: see pytest_command
 def tests_of(text, number):
-    """What `topic_tests` shows of test_app.py's `text`: None when it has no such section."""
+    """What `tests_view` shows of test_app.py's `text`: None when it has no such section."""
     if number not in sections_of(text):
         return None
     first_line, source = sections_of(text)[number]

@@ -1310,7 +1310,8 @@ def test_topic_page_shows_its_own_section(reader, number):
     assert f"# {other}. " not in page.replace(f"{other}. {tour.TOPICS[other - 1].title}", "")
 
 
-@pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/no-such-page"])
+@pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/topics/15/tests",
+                                 "/no-such-page"])
 def test_unknown_topic_is_the_404_page(client, url):
     response = client.get(url)
     assert response.status_code == 404
@@ -4716,8 +4717,10 @@ def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them
     assert len(node_ids) > 300
     for number, (first_line, source) in tour.source_sections(ROOT / "test_app.py").items():
         html = reader.get(f"/topics/{number}").get_data(as_text=True)
+        tests_html = reader.get(f"/topics/{number}/tests").get_data(as_text=True)
         command = tour.pytest_command(source, whole)
-        assert escape(command) in html and f'id="test-L{first_line}"' in html
+        assert escape(command) in html and f'href="/topics/{number}/tests"' in html
+        assert escape(command) in tests_html and f'id="test-L{first_line}"' in tests_html
         # -k keeps a test when one of its words is part of the test's id (name and parameters).
         words = re.fullmatch(r'python -m pytest test_app.py -k "(.*)"', command).group(1).split(" or ")
         selected = {node.split("::")[1].split("[")[0] for node in node_ids
