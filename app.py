@@ -1,19 +1,22 @@
 """Flask Tour: every topic of the Flask cheat sheet, working live, in one module.
 
 Run it with ``flask run`` (no configuration needed), then open http://127.0.0.1:5000/.
-Each numbered section below is one topic of the cheat sheet, in the cheat sheet's order; the
-tour shows each section's source beside its live demo, so the code you read is the code that
-runs. A section copies alone: paste it, with the sections its "Uses" line names, into your own
-project and register it as `create_app` does.
+Each numbered section below is one topic of the cheat sheet; the tour shows each section's
+source beside its live demo, so the code you read is the code that runs. A section copies
+alone: paste it, with the sections its "Uses" line names, into your own project and
+register it as `create_app` does.
 
-Sections with views are Blueprints (endpoints such as `forms.login`); sections without views
-(the database, the models) have an `init_*(app)` function, as flaskr's `db.init_app` does.
+Sections with views are Blueprints (endpoints such as `forms.login`); the models and the
+JSON Web Tokens, which have none, have an `init_*(app)` function, as flaskr's
+`db.init_app` does. A Blueprint that needs settings or tables sets them up in a
+`@bp.record_once` function, which Flask runs when the app registers it.
 
-The file reads top to bottom except where the cheat sheet's order must win: `create_app`
-(topic 1) registers every later section, and the pages of topics 3 and 5 use the models (10)
-and the login (11), because the cheat sheet teaches forms before databases. Python looks those
-names up when a request runs, so the order works. The tour's own machinery, the topic table
-and the syntax highlighter, is the appendix after topic 14.
+The file is in the order the sections build on each other (as minitwit reads, each section
+after the ones it uses); the banners keep the cheat sheet's numbers, so "find `# 5.`" lands
+on topic 5. Three places read ahead: `create_app` (topic 1) registers every later section;
+the tour's two views (topic 2) use the topic table of the appendix at the end; and within a
+section the cheat sheet's construct comes first, the helpers and constants it calls after it.
+Python looks those names up when a request runs, so the order works.
 """
 
 import base64
@@ -56,6 +59,7 @@ from flask import (
 )
 from flask.cli import load_dotenv, with_appcontext
 from flask.views import MethodView
+from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
 from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed, TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -80,12 +84,13 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 def create_app(config=None, *, instance_path=None):
     """Build a Flask Tour app; `config` overrides every other setting source."""
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app = Flask(__name__, instance_path=instance_path)
     configure(app, config)
     init_database(app)
     init_models(app)
     init_jwt(app)
-    app.register_blueprint(hooks_bp)  # first, so every request has its id before other hooks run
+    app.register_blueprint(hooks_bp)  # first: ids and the body limit before any other hook
+    app.register_blueprint(auth_bp)  # then g.user, so that even a refused form shows who you are
     app.register_blueprint(tour_bp)
     app.register_blueprint(database_bp)
     app.register_blueprint(params_bp)
@@ -94,7 +99,6 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(api_bp)
     app.register_blueprint(json_bp)
     app.register_blueprint(config_bp)
-    app.register_blueprint(auth_bp)
     app.register_blueprint(accounts_bp)
     app.register_blueprint(errors_bp)
     app.register_blueprint(deployment_bp)
@@ -109,8 +113,8 @@ def create_app(config=None, *, instance_path=None):
 # are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
 # makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
 # `/structure` and `/routes` show the app's Blueprints and URL map (topics 1 and 2).
-# Uses `TOPICS`, `topic_page` and `tests_page` (appendix); its pages extend base.html
-# (section 4).
+# Uses `TOPICS`, `get_topic`, `topic_page` and `tests_page` (appendix); its pages extend
+# base.html (section 4).
 
 tour_bp = Blueprint("tour", __name__)
 
@@ -124,17 +128,13 @@ def index():
 @tour_bp.route("/topics/<int:number>")
 def topic(number):
     """One topic: its section of this file beside its demos."""
-    if not 1 <= number <= len(TOPICS):
-        abort(404)
-    return topic_page(TOPICS[number - 1])
+    return topic_page(get_topic(number))
 
 
 @tour_bp.route("/topics/<int:number>/tests")
 def topic_tests(number):
     """The tests of one topic: its section of test_app.py."""
-    if not 1 <= number <= len(TOPICS):
-        abort(404)
-    return tests_page(TOPICS[number - 1])
+    return tests_page(get_topic(number))
 
 
 @tour_bp.route("/structure")
@@ -197,6 +197,8 @@ def try_rule(rule, value):
 # every `{{ value }}` in .html templates, and `url_for` builds every link, so pages keep
 # working when the app is mounted under a prefix. `has_endpoint` lets `base.html` link
 # only to the sections an app has registered, so a copied section's pages still render.
+# Uses nothing from other sections: base.html shows who is logged in, and the log-out
+# form, only when the app has the sections that provide them.
 
 templates_bp = Blueprint("templates", __name__)
 
@@ -226,6 +228,7 @@ def has_endpoint(endpoint):
 # shape of RFC 9457, `application/problem+json` with `type`, `title`, `status` and
 # `detail`, so clients handle every failure the same way. Request bodies go through
 # `json_body` and `validate`, the one validation helper that the HTML forms use too.
+# Uses nothing from other sections.
 
 json_bp = Blueprint("json", __name__)
 
@@ -421,19 +424,21 @@ SERVER_PATHS = {"DATABASE"}  # where files live on the server is no visitor's bu
 
 
 def shown_value(key, value, source):
-    """The value as /config shows it: secrets, unknown settings and server paths masked."""
-    # Unknown settings are masked too: a FLASK_DB_URL from the environment may hold a password.
-    known = key in app_defaults() or source is None
-    if SECRET_NAME.search(key) or not known:
+    """The value as /config shows it: secrets, unknown text and server paths masked."""
+    # A setting neither Flask nor a section default explains may hold a password in its text
+    # (FLASK_DB_URL=postgres://user:password@…); a number or true/false cannot hide one.
+    known = key in Flask.default_config or key in DEFAULTS or source is None
+    if SECRET_NAME.search(key) or not (known or is_plain_number(value)):
         return "•••••• (hidden)"
     if key in SERVER_PATHS:
         return "•••••• (a path on the server)"
     return repr(value)
 
 
-def app_defaults():
-    """The names of the settings Flask and this section define."""
-    return Flask.default_config.keys() | DEFAULTS.keys()
+def is_plain_number(value):
+    """True for a number, true/false, or a list of numbers, as FLASK_* variables give them."""
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(item, (bool, int, float)) for item in values)
 
 
 def instance_secret_key(instance_path):
@@ -489,7 +494,8 @@ def key_bytes(key):
 # them all, and `flask init-db` drops and recreates them. A section that changes a table
 # it already had hands `add_upgrade` the SQL that brings an older database up to date: the
 # first connection runs each statement once, counted in SQLite's `PRAGMA user_version`.
-# `/database` shows the rows of your notes and the SQL that read them.
+# `/database` shows the rows of your notes and the SQL that read them, when the app also
+# has the models and the login.
 # Uses nothing from other sections; its page extends base.html (section 4).
 
 
@@ -546,8 +552,9 @@ def upgrade_schema(db, upgrades):
     db.execute("BEGIN IMMEDIATE")
     try:
         done = db.execute("PRAGMA user_version").fetchone()[0]  # upgrades already run
-        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:  # a new file has
-            for statement in upgrades[done:]:  # nothing to upgrade: it gets today's tables
+        # A new, empty file has nothing to upgrade: it gets today's tables.
+        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            for statement in upgrades[done:]:
                 db.execute(statement)
         db.execute(f"PRAGMA user_version = {max(done, len(upgrades))}")
         db.execute("COMMIT")
@@ -560,12 +567,12 @@ def upgrade_schema(db, upgrades):
 
 def init_db(path, schemas, upgrades=()):
     """Drop every table and create the schema afresh."""
-    db = connect(path, create=True)  # foreign keys are enforced, so drop children first
+    db = connect(path, create=True)
     try:
         tables = [row[0] for row in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in reversed(tables))
-        # One transaction: a request never sees the tables half dropped.
+        drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in tables)
+        # Foreign keys off while dropping, and one transaction: no request sees half the tables.
         db.executescript(f"PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {drops} "
                          f"{''.join(schemas)} PRAGMA user_version = {len(upgrades)}; COMMIT;")
     finally:
@@ -675,6 +682,11 @@ class User:
         """True when `password` matches the stored hash."""
         return check_password_hash(self.password_hash, password)
 
+    def has_session(self, session_id):
+        """True when `session_id` is the account's current one (compared in constant time)."""
+        return (isinstance(session_id, str) and session_id.isascii() and bool(self.session_id)
+                and hmac.compare_digest(session_id, self.session_id))
+
     def end_sessions(self):
         """A new session id for the account: every cookie and token it had stops working."""
         db = get_db()
@@ -735,14 +747,16 @@ class Note:
         return paginate(cls, where, (user_id, pattern, pattern), number, size)
 
     def update(self, title=None, body=None):
-        """Change the given fields and the modification time."""
+        """Change the given fields and the modification time; given nothing, change nothing."""
+        if title is None and body is None:
+            return
         db = get_db()
         row = db.execute(
             "UPDATE notes SET title = coalesce(?, title), body = coalesce(?, body),"
             " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? RETURNING *",
             (title, body, self.id)).fetchone()
         db.commit()
-        self.__dict__.update(dict(row))
+        self.title, self.body, self.updated_at = row["title"], row["body"], row["updated_at"]
 
     def delete(self):
         """Delete the note."""
@@ -861,7 +875,7 @@ def load_logged_in_user():
     user_id = None if is_api_request() else session.get("user_id")  # the API ignores cookies
     user = User.get(user_id) if user_id is not None else None
     # A cookie from before a logout, or of an earlier account with this id, is anonymous.
-    g.user = user if user and is_current_session(session.get("session_id"), user) else None
+    g.user = user if user and user.has_session(session.get("session_id")) else None
 
 
 @auth_bp.after_app_request
@@ -871,12 +885,6 @@ def no_store_for_signed_in_users(response):
     if g.get("user") is not None and request.endpoint != "static":
         response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def is_current_session(session_id, user):
-    """True when `session_id` is the account's current one (compared in constant time)."""
-    return (isinstance(session_id, str) and session_id.isascii() and bool(user.session_id)
-            and hmac.compare_digest(session_id, user.session_id))
 
 
 def login_required(view):
@@ -890,9 +898,43 @@ def login_required(view):
 
 
 def log_in(user):
-    """Start a fresh session for `user`."""
+    """Start a fresh session for `user`, and remember this browser as one of theirs."""
     session.clear()  # a new session on login: no session fixation
     session["user_id"], session["session_id"] = user.id, user.session_id
+    g.known_device_for = user
+
+
+# A browser that has logged in to an account before keeps a signed cookie that says so (not
+# in the session, which logout clears). The per-username delay spares it: a guesser cannot
+# keep an account's owner out, only new browsers, which is what OWASP's device cookies do.
+KNOWN_DEVICE_COOKIE = "known_device"
+KNOWN_DEVICE_DAYS = 90
+
+
+@auth_bp.after_app_request
+def remember_device(response):
+    """Give a browser that just logged in its known-device cookie."""
+    user = g.pop("known_device_for", None)
+    if user is not None:
+        response.set_cookie(
+            KNOWN_DEVICE_COOKIE, device_signer().dumps([user.id, user.username.lower()]),
+            max_age=KNOWN_DEVICE_DAYS * 86400, httponly=True, samesite="Lax",
+            secure=current_app.config["SESSION_COOKIE_SECURE"],
+            path=current_app.config["SESSION_COOKIE_PATH"] or request.script_root or "/")
+    return response
+
+
+def is_known_device(user):
+    """True when this request's browser has logged in to `user`'s account before."""
+    try:
+        remembered = device_signer().loads(request.cookies.get(KNOWN_DEVICE_COOKIE, ""))
+    except BadSignature:
+        return False
+    return remembered == [user.id, user.username.lower()]
+
+
+def device_signer():
+    return URLSafeSerializer(current_app.secret_key, salt="flask-tour known device")
 
 
 def log_out():
@@ -918,12 +960,13 @@ def authenticate(username, password):
     # Record the attempt before the slow password check, so that parallel guesses
     # count each other and cannot all slip under the limit.
     attempt = LoginThrottle.record_attempt(username, address, config["LOGIN_FAILURE_WINDOW"])
-    wait = LoginThrottle.retry_after(attempt, username, address, config)
+    user = User.find(username) if username else None
+    known_device = user is not None and is_known_device(user)
+    wait = LoginThrottle.retry_after(attempt, username, address, config, known_device)
     if wait:
         LoginThrottle.forget_attempt(attempt)  # waiting out a delay must not lengthen it
         raise TooManyRequests(f"Too many failed logins. Try again in {in_words(wait)}.",
                               retry_after=wait)
-    user = User.find(username) if username else None
     if user is None:
         check_password_hash(dummy_password_hash(), password)  # as slow as a real check
     elif user.check_password(password):
@@ -949,7 +992,9 @@ def in_words(seconds):
     return f"{math.ceil(seconds / 60)} minutes"
 
 
-@functools.cache  # one hash per process: a fresh one per attempt would make unknown names slower
+# One hash per process: making a fresh one per attempt would make unknown names slower, and
+# that difference would tell an attacker which usernames exist.
+@functools.cache
 def dummy_password_hash():
     """A hash to check against when the user does not exist, so timing reveals nothing."""
     return generate_password_hash(secrets.token_hex(16))
@@ -964,8 +1009,9 @@ class LoginThrottle:
       its owner elsewhere is not;
     - per username, from anywhere, a delay after each failure that grows with the failures of
       the window (LOGIN_DELAYS: none for the first five, then 30, then 60 s): guessers on many
-      addresses get at most 6 tries in their first minute and 1 a minute after, while the owner
-      is never kept out for more than a minute, and no delay outlives the last guess by more.
+      addresses get at most 6 tries in their first minute and 1 a minute after, and no delay
+      outlives the last guess by more; a browser the owner has logged in from before skips it
+      (`is_known_device`), so guessers cannot keep the owner out by keeping the delay going.
       Five, not fewer, because attempts still being checked count as failures (no race), and
       a script or a class may log in to one account several times at once;
     - per address, LOGIN_ADDRESS_MAX_FAILURES (200) in the window: spraying many accounts from
@@ -985,8 +1031,11 @@ class LoginThrottle:
         return attempt
 
     @staticmethod
-    def retry_after(attempt, username, address, config):
-        """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed."""
+    def retry_after(attempt, username, address, config, known_device=False):
+        """Seconds until the attempt just recorded would be allowed, or 0 when it is allowed.
+
+        A browser known to have logged in to this account skips the per-username delay.
+        """
         now, window = time.time(), config["LOGIN_FAILURE_WINDOW"]
 
         def failures(where, *args):  # times of this attempt and the earlier ones, newest first
@@ -1000,7 +1049,8 @@ class LoginThrottle:
         pair = failures("username = ? AND address = ?", username, address)
         earlier = failures("username = ?", username)[1:]  # parallel attempts count: no race
         delays = config["LOGIN_DELAYS"]
-        delay = earlier[0] + delays[min(len(earlier), len(delays) - 1)] - now if earlier else 0
+        delay = 0 if known_device or not earlier else (
+            earlier[0] + delays[min(len(earlier), len(delays) - 1)] - now)
         wait = max(lock(pair, config["LOGIN_MAX_FAILURES"]), delay,
                    lock(failures("address = ?", address), config["LOGIN_ADDRESS_MAX_FAILURES"]))
         return math.ceil(wait) if wait > 0 else 0
@@ -1080,7 +1130,7 @@ def set_up_login(state):
 # `sid` carries the account's session id (section 11.1), so a logout ends tokens too. The
 # verifier accepts only HS256, compares signatures in constant time, requires `exp` and
 # our own `iss` and `aud`, never crashes on hostile input, and answers failures as
-# RFC 6750 says. `/api/logout` revokes a token by its `jti`.
+# RFC 6750 says. `RevokedToken` lets 11.3's `/api/logout` revoke a token by its `jti`.
 # Uses `problem` and `is_utf8_encodable` (section 7), `key_bytes` (section 8), `get_db`
 # and `add_schema` (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
 
@@ -1264,9 +1314,7 @@ def token_user(claims):
     user = User.get(int(subject))
     # `sid` binds the token to this account and its session: after a logout, or when the id
     # belongs to a later account (deletion, `flask init-db`), the token is refused.
-    if user is None or not isinstance(session_id, str) or not session_id.isascii():
-        return None
-    return user if user.session_id and hmac.compare_digest(session_id, user.session_id) else None
+    return user if user and user.has_session(session_id) else None
 
 
 class RevokedToken:
@@ -1275,7 +1323,9 @@ class RevokedToken:
     @staticmethod
     def revoke(jti, expires_at):
         db = get_db()
-        db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (int(time.time()),))
+        # Kept until no clock leeway could make the token valid again.
+        db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?",
+                   (int(time.time()) - CLOCK_LEEWAY,))
         db.execute("INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)",
                    (jti, min(int(expires_at), SQLITE_MAX_INTEGER)))
         db.commit()
@@ -1551,7 +1601,10 @@ def is_cross_site():
         source = request.referrer or ""
     if source is None:  # plain HTTP and no Origin: an old browser or a script; the token decides
         return False
-    parts = urlsplit(source)  # "null" (a sandboxed or privacy-minded page) matches nothing
+    try:
+        parts = urlsplit(source)  # "null" (a sandboxed or privacy-minded page) matches nothing
+    except ValueError:  # such as "http://[::1": no site we know
+        return True
     return (parts.scheme, parts.netloc) != (request.scheme, request.host)
 
 
@@ -1590,8 +1643,8 @@ class NoteListAPI(MethodView):
         number = whole_number_argument("page", 1, API_MAX_PAGE, errors)
         page_size = whole_number_argument("per_page", 20, API_MAX_PAGE_SIZE, errors)
         query = request.args.get("q", "")
-        if SEARCH_FIELD.check(query):
-            errors["q"] = SEARCH_FIELD.check(query)
+        if message := SEARCH_FIELD.check(query):
+            errors["q"] = message
         if errors:  # the OpenAPI document's limits, exactly: no silent clamping
             return invalid_fields(errors)
         page = (Note.search(g.api_user.id, query, number, page_size) if query
@@ -1656,6 +1709,8 @@ def whole_number_argument(name, default, maximum, errors):
         errors[name] = f"Must be a whole number from 1 to {maximum}."
         return default
     return int(text)
+
+
 BODY_ERRORS = (400, 413, 415, 422)  # what a JSON body can get wrong
 # Answers from gunicorn itself, before the app runs, as HTML: documented, not problem+json.
 SERVER_ERRORS = {414: "URI Too Long: gunicorn refuses a request line over 4094 bytes"}
@@ -1773,9 +1828,10 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
 # `before_request` runs before every view, `after_request` after it, on the response; in a
 # Blueprint, `before_app_request` and `after_app_request` hook every request of the app.
 # Here they give each request an id (the caller's `X-Request-ID` when it is well formed,
-# so ids can be followed across services), time it, and write one access-log line through
-# `app.logger` (not print, so it can be filtered and routed). Teardown, which runs even
-# after an error, closes the database connection in section 9.
+# so ids can be followed across services), time it, write one access-log line through
+# `app.logger` (not print, so it can be filtered and routed), add the security headers to
+# every response, and refuse a chunked body over MAX_CONTENT_LENGTH. Teardown, which runs
+# even after an error, closes the database connection in section 9.
 # Uses nothing from other sections; its page extends base.html (section 4).
 
 hooks_bp = Blueprint("hooks", __name__)
@@ -2454,7 +2510,7 @@ TOPICS = (
                         "Flask-RESTful 0.3.10", FLASK_RESTFUL_RESOURCE,
                         "`Resource` is a `MethodView` underneath, and `add_resource` is "
                         "`add_url_rule` with `as_view`; the dict-to-JSON step is built into "
-                        "Flask since 2.2. Flask-RESTful is barely maintained: asked in 2020 "
+                        "Flask since 1.1 (lists since 2.2). Flask-RESTful is barely maintained: asked in 2020 "
                         "(flask-restful/flask-restful#882), its one active maintainer said they "
                         "merge only small fixes and no longer use it. New projects use Flask's "
                         "`MethodView`, as here, or flask-smorest or APIFlask for validation and "
@@ -2503,7 +2559,7 @@ TOPICS = (
                         "app.config.from_envvar('APP_SETTINGS')\n",
                         "python-dotenv 1.2.2, as most tutorials use it", DOTENV_CONFIG,
                         "Most tutorials read each variable by hand with a fallback, and a "
-                        "fallback secret like \"dev\" ends up in production. Flask 2.2 added "
+                        "fallback secret like \"dev\" ends up in production. Flask 2.1 added "
                         "`from_prefixed_env`: every `FLASK_*` variable becomes a setting, "
                         "parsed as JSON where it can be (`FLASK_SECRET_KEY`, "
                         "`FLASK_MAX_CONTENT_LENGTH=100`). Ours loads .env without overriding "
@@ -2569,14 +2625,13 @@ TOPICS = (
           exercises=(
               Exercise("Add a column: `pinned INTEGER NOT NULL DEFAULT 0` to the notes table in "
                        "`MODELS_SCHEMA`, then run `flask init-db` (it deletes every row).",
-                       "After you register again, /notes is a 500: `Note(**row)` got a "
-                       "`pinned` it does not know. Add `pinned: int = 0` to `Note` and it "
+                       "After you register again, creating a note is a 500: `Note(**row)` got "
+                       "a `pinned` it does not know. Add `pinned: int = 0` to `Note` and it "
                        "works: the dataclass and the table must agree, which Flask-SQLAlchemy "
                        "keeps in one place."),
               Exercise("Add `@classmethod def count_for_user(cls, user_id)` to `Note`, running "
                        "`SELECT count(*) FROM notes WHERE user_id = ?` with `(user_id,)`.",
-                       "`flask shell`, then `from app import Note`, `ctx = "
-                       "app.test_request_context(); ctx.push()` and "
+                       "`flask shell`, then `from app import Note` and "
                        "`Note.count_for_user(1)` gives the count; a `'1 OR 1=1'` argument "
                        "counts nothing: it is a value, not SQL."),
           )),
@@ -2622,8 +2677,9 @@ TOPICS = (
                        "network tools)."),
               Exercise("Make the PyJWT 2.10 mistake: in `issue_token`, write "
                        "`\"sub\": user.id` (a number).",
-                       "`python -m pytest test_app.py -k test_token_endpoint_and_me` fails "
-                       "with a 401: `token_user` refuses a `sub` that is not a string, as "
+                       "`python -m pytest test_app.py -k test_token_endpoint_and_me` fails: "
+                       "`/api/me` answers 401 (the test then misses `username`), because "
+                       "`token_user` refuses a `sub` that is not a string, as "
                        "PyJWT does since 2.10. Put `str(user.id)` back."),
           )),
     Topic(12, "Middleware / request hooks",
@@ -2739,6 +2795,13 @@ TOPICS = (
                        "values and the headers are listed as ignored."),
           )),
 )
+
+
+def get_topic(number):
+    """The topic with this number, or a 404 (as flaskr's `get_post`)."""
+    if not 1 <= number <= len(TOPICS):
+        abort(404)
+    return TOPICS[number - 1]
 
 
 def topic_page(topic):
@@ -3017,11 +3080,16 @@ def inline_code(text):
 # The app that `flask run` and `gunicorn app:app` serve
 # ---------------------------------------------------------------------------
 # It is built when they look it up, not when the module is imported, so `import app` (as
-# the tests do) writes nothing: the factory creates the instance folder's secret key.
+# the tests do) writes nothing: the factory creates the instance folder's secret key. A
+# module-level `__getattr__` (PEP 562) is what Python calls for a name the module lacks. In
+# your own project, prefer the factory forms: `flask --app app:create_app run` and
+# `gunicorn 'app:create_app()'`; `app.app` is kept because `gunicorn app:app` is how the
+# cheat sheet runs it.
 # Uses `create_app` (section 1).
 
 
 def __getattr__(name):
+    """Build `app` on first lookup; any other missing name is an AttributeError, as usual."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()["app"] = create_app()

@@ -40,12 +40,13 @@ import pytest
 import werkzeug.exceptions
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
+from itsdangerous import URLSafeSerializer
 from flask import request, url_for
 from markupsafe import escape
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import make_server
-from werkzeug.test import Client
+from werkzeug.test import Client, create_environ
 
 import app as tour
 from app import Note, User, UsernameTaken, create_app, jwt_decode, jwt_encode, InvalidToken
@@ -1821,6 +1822,14 @@ def test_config_page_never_shows_secrets_or_the_key_file(clean_environment, tmp_
     assert not app.debug
 
 
+def test_config_page_shows_a_sections_setting_set_from_the_environment(clean_environment, tmp_path):
+    clean_environment.setenv("FLASK_TRUSTED_PROXIES", "1")
+    clean_environment.setenv("FLASK_LOGIN_DELAYS", "[0, 30]")
+    page = create_app(instance_path=str(tmp_path)).test_client().get("/config").text
+    assert "TRUSTED_PROXIES</code></th><td><code>1</code>" in page
+    assert "LOGIN_DELAYS</code></th><td><code>[0, 30]</code>" in page
+
+
 def test_debug_mode_is_off_unless_explicitly_enabled(clean_environment, tmp_path):
     assert not create_app(instance_path=str(tmp_path)).debug
     clean_environment.setenv("FLASK_DEBUG", "1")
@@ -2502,9 +2511,8 @@ def failed_login(auth, username, address):
     return auth.login(username, "wrong password", environ_base={"REMOTE_ADDR": address})
 
 
-def test_brute_force_on_one_username_is_throttled_with_retry_after(client, auth):
-    auth.register()
-    auth.logout()
+def test_brute_force_on_one_username_is_throttled_with_retry_after(app, client, auth):
+    AuthActions(app.test_client()).register()  # the owner's browser, not the guesser's
     for attempt in range(5):  # from five addresses: only the username's delay grows
         assert failed_login(auth, "alice", f"198.51.100.{attempt}").status_code == 200
     page = auth.login(environ_base={"REMOTE_ADDR": "198.51.100.99"})
@@ -2627,6 +2635,41 @@ def test_a_guesser_on_many_addresses_gets_at_most_a_few_tries_a_minute_per_accou
             checked.append(second)  # a guess whose password was checked
     busiest_minute = max(sum(t <= other < t + 60 for other in checked) for t in checked)
     assert busiest_minute <= 6 and len(checked) <= 6 + 10
+
+
+def test_a_guesser_cannot_keep_the_owner_out_of_a_browser_they_logged_in_from(app, clock):
+    owner, newcomer = app.test_client(), app.test_client()
+    AuthActions(owner).register()
+    AuthActions(owner).logout()  # logging out keeps the browser's known-device cookie
+    assert owner.get_cookie("known_device") is not None
+    for minute in range(30):  # a guess whenever the delay allows, from a new address each time
+        clock.now += 60
+        guess = app.test_client().post("/api/token", json={"username": "alice", "password":
+                                       f"wrong guess {minute}"},
+                                       environ_base={"REMOTE_ADDR": f"127.0.1.{minute + 1}"})
+        assert guess.status_code == 401
+        # Right after a guess: the owner's own browser gets in, a new browser has to wait
+        # (once five guesses have used up the free tries: LOGIN_DELAYS starts with five zeros).
+        assert AuthActions(newcomer).login(environ_base={"REMOTE_ADDR": "127.0.0.9"}
+                                           ).status_code == (429 if minute >= 4 else 302)
+        if minute < 4:
+            AuthActions(newcomer).logout()
+            newcomer.delete_cookie("known_device")  # stays a stranger to the account
+        assert AuthActions(owner).login(environ_base={"REMOTE_ADDR": "127.0.0.9"}
+                                        ).status_code == 302
+        AuthActions(owner).logout()
+
+
+def test_a_forged_known_device_cookie_earns_no_exemption(app, clock):
+    client = app.test_client()
+    api_headers(client)
+    for index in range(5):  # the free tries: the next attempt, from anywhere, has to wait
+        assert token_attempt(client, "alice", f"wrong guess {index}", f"127.0.1.{index + 1}"
+                             ).status_code == 401
+    forger = app.test_client()
+    forger.set_cookie("known_device", URLSafeSerializer("not the key", salt="flask-tour known "
+                                                        "device").dumps([1, "alice"]))
+    assert AuthActions(forger).login().status_code == 429
 
 
 def test_one_address_guessing_one_account_is_locked_for_the_window_not_its_owner(client, clock):
@@ -3107,12 +3150,27 @@ def test_api_logout_revokes_the_token_in_every_worker(client, app):
 
 
 def test_api_logout_cleans_up_expired_revocations(client, app):
+    now = int(time.time())
     with app.app_context():
-        tour.get_db().execute("INSERT INTO revoked_tokens VALUES ('old', ?)", (int(time.time()) - 1,))
+        db = tour.get_db()
+        db.execute("INSERT INTO revoked_tokens VALUES ('old', ?)", (now - tour.CLOCK_LEEWAY - 2,))
+        # Expired, but still inside the clock leeway the verifier allows: it must stay revoked.
+        db.execute("INSERT INTO revoked_tokens VALUES ('recent', ?)", (now - 1,))
+        db.commit()
     assert client.post("/api/logout", headers=api_headers(client)).status_code == 204
     with app.app_context():
-        jtis = [row[0] for row in tour.get_db().execute("SELECT jti FROM revoked_tokens")]
-    assert len(jtis) == 1 and jtis != ["old"]
+        jtis = {row[0] for row in tour.get_db().execute("SELECT jti FROM revoked_tokens")}
+    assert "old" not in jtis and "recent" in jtis and len(jtis) == 2
+
+
+def test_a_revoked_token_stays_revoked_while_the_clock_leeway_would_accept_it(app, clock):
+    app.config["JWT_ACCESS_TOKEN_EXPIRES"] = 5
+    client, other = app.test_client(), app.test_client()
+    revoked = api_headers(client)
+    assert client.post("/api/logout", headers=revoked).status_code == 204
+    clock.now += 7  # expired, but within the 30 seconds of leeway
+    assert client.post("/api/logout", headers=api_headers(other, "bob")).status_code == 204
+    assert client.get("/api/me", headers=revoked).status_code == 401
 
 
 # --- 11.3: attacks and faults ------------------------------------------------
@@ -3377,6 +3435,15 @@ def test_deleting_a_note_asks_first_without_javascript(client, logged_in, app):
     response = client.post("/notes/1/delete", data={"csrf_token": csrf_from(confirm)})
     assert response.headers["Location"] == "/notes" and count_rows(app, "notes") == 0
     assert client.get("/notes/1/delete").status_code == 404
+
+
+def test_a_malformed_origin_is_a_cross_site_400_not_a_500(client, logged_in, app):
+    token = logged_in.token("/notes")
+    for headers, base in (({"Origin": "http://[::1"}, "http://localhost"),
+                          ({"Referer": "https://[::1/x"}, "https://localhost")):
+        response = client.post("/notes", data={"title": "x", "csrf_token": token},
+                               headers=headers, base_url=base)
+        assert response.status_code == 400 and count_rows(app, "notes") == 0
 
 
 @pytest.mark.parametrize("scheme, headers, accepted", [
@@ -4009,6 +4076,15 @@ def test_proxy_headers_are_ignored_by_default(tmp_path):
     assert "Strict-Transport-Security" not in response.headers
     assert "Secure" not in response.headers["Set-Cookie"]
     assert "/tour/" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("host", ["evil:99999", "xn--", "[::1"])
+def test_the_proxy_page_survives_a_malformed_host(app, host):
+    environ = create_environ("/proxy")
+    environ["HTTP_HOST"] = host  # the test client itself refuses such a host: straight to WSGI
+    statuses = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses[0].split()[0] in ("200", "400") and b"Traceback" not in body
 
 
 @pytest.mark.parametrize("proxies", [0, 1])
