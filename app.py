@@ -2812,7 +2812,8 @@ def topic_page(topic):
 def tests_page(topic):
     """The page of one topic's tests: its section of test_app.py, highlighted."""
     tests = tests_view(topic.number) or abort(404)  # a copy without test_app.py
-    return render_template("topic_tests.html", topic=topic, tests=tests)
+    code = highlight_python(tests["source"], tests["first_line"], anchor="test-L")
+    return render_template("topic_tests.html", topic=topic, tests=tests, code=code)
 
 
 def topic_context(topic):
@@ -2901,10 +2902,8 @@ def tests_of(text, number):
     if number not in sections_of(text):
         return None
     first_line, source = sections_of(text)[number]
-    return {"first_line": first_line, "lines": source.count("\n") + 1,
-            "count": len(test_names(source)),
-            "code": highlight_python(source, first_line, anchor="test-L"),
-            "command": pytest_command(source, text)}
+    return {"first_line": first_line, "lines": source.count("\n") + 1, "source": source,
+            "count": len(test_names(source)), "command": pytest_command(source, text)}
 
 
 def test_names(source):
