@@ -1910,11 +1910,13 @@ def test_a_busy_database_is_503_with_retry_after_never_500(app, client, monkeypa
 
 
 @contextlib.contextmanager
-def read_only_directory(path):
-    """Make `path` read-only, even for root (chattr +i), until the block ends."""
+def read_only(path):
+    """Make a file or folder read-only until the block ends; as root, whom modes do not stop,
+    with chattr +i."""
     if os.geteuid() != 0:
-        path.chmod(0o555)
-        restore = functools.partial(path.chmod, 0o755)
+        writable = stat.S_IMODE(path.stat().st_mode)
+        path.chmod(writable & 0o555)
+        restore = functools.partial(path.chmod, writable)
     elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
         restore = functools.partial(subprocess.run, ["chattr", "-i", str(path)], check=True)
     else:
@@ -1935,7 +1937,7 @@ def test_read_only_database_directory_is_503_and_logged(tmp_path, caplog, existi
                        env={**os.environ, "FLASK_DATABASE": settings["DATABASE"],
                             "FLASK_SECRET_KEY": TEST_SECRET}, capture_output=True)
     client = create_app(settings, instance_path=str(tmp_path / "i")).test_client()
-    with read_only_directory(directory), caplog.at_level("ERROR", logger="app"):
+    with read_only(directory), caplog.at_level("ERROR", logger="app"):
         health = client.get("/healthz")
         api = client.post("/api/users", json={"username": "newuser", "password": PASSWORD})
         page = client.post("/register", data={"username": "newuser", "password": PASSWORD,
@@ -1979,22 +1981,6 @@ def test_database_errors_are_503_not_500(tmp_path, caplog):
 # The faults of a production database, made for real: a read-only file, a deleted file, a
 # full disk. Each answers 503 to every write and to the health check, acknowledges nothing
 # it cannot keep, and recovers without a restart once the fault is repaired.
-
-
-@contextlib.contextmanager
-def read_only_file(path):
-    """`chmod 444` the file until the block ends; as root, whom modes do not stop, chattr +i."""
-    if os.geteuid() != 0:
-        path.chmod(0o444)
-        restore = functools.partial(path.chmod, 0o644)
-    elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0:
-        restore = functools.partial(subprocess.run, ["chattr", "-i", str(path)], check=True)
-    else:
-        pytest.skip("running as root where chattr +i is not available")
-    try:
-        yield
-    finally:
-        restore()
 
 
 @contextlib.contextmanager
@@ -2048,7 +2034,7 @@ def titles_in(database):
 def test_a_read_only_database_file_is_503_and_recovers_without_restart(app, client, caplog):
     database, write = Path(app.config["DATABASE"]), signed_in_writer(client)
     assert write("before")[:2] == (201, 302)
-    with read_only_file(database), caplog.at_level("ERROR", logger="app"):
+    with read_only(database), caplog.at_level("ERROR", logger="app"):
         api, page, health = write("while read-only")
         reading = client.get("/notes")
     assert (api, page, health.status_code) == (503, 503, 503)
