@@ -864,9 +864,10 @@ def init_models(app):
 # session also carries the account's random `session_id`, checked on every request;
 # `log_out` replaces it, and every copy of the old cookie (and every token, whose `sid`
 # claim holds it) turns anonymous, on every device. Being random, it never matches a later
-# account given the same id after a deletion or `flask init-db`.
-# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`
-# (section 10), and the endpoints `forms.login` and `forms.notes` (section 5).
+# account given the same id after a deletion or `flask init-db`. The LOGIN_VIEW setting
+# names your login page's endpoint, as Flask-Login's `login_view` does.
+# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), and `User`
+# (section 10).
 
 auth_bp = Blueprint("auth", __name__)
 
@@ -894,7 +895,8 @@ def login_required(view):
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         if g.user is None:
-            return redirect(url_for("forms.login", next=request.full_path.rstrip("?")))
+            login_page = current_app.config["LOGIN_VIEW"]
+            return redirect(url_for(login_page, next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
     return wrapped
 
@@ -946,13 +948,13 @@ def log_out():
     session.clear()
 
 
-def safe_next_path(target):
-    """`target` if it is a path on this site, else the notes page."""
+def safe_next_path(target, default):
+    """`target` if it is a path on this site, else `default`."""
     # Only a local path: `?next=//evil.example` would otherwise send the user to another site.
     if (target and target.startswith("/") and not target.startswith("//")
             and not re.search(r"[\\\x00-\x20\x7f]", target) and not urlsplit(target).netloc):
         return request.script_root + target
-    return url_for("forms.notes")
+    return default
 
 
 def authenticate(username, password):
@@ -1118,6 +1120,7 @@ CREATE INDEX IF NOT EXISTS registrations_by_address ON registrations (address, r
 def set_up_login(state):
     """The throttles' settings and tables, when the app registers this Blueprint."""
     config = state.app.config
+    config.setdefault("LOGIN_VIEW", "forms.login")  # the login page's endpoint (section 5 here)
     config.setdefault("LOGIN_MAX_FAILURES", 5)  # per username and address, then locked
     config.setdefault("LOGIN_FAILURE_WINDOW", 900)  # seconds a failed login counts
     config.setdefault("LOGIN_ADDRESS_MAX_FAILURES", 200)  # per address: 40 students, 5 typos each
@@ -1424,8 +1427,8 @@ accounts_bp.add_url_rule("/token", view_func=TokenAPI.as_view("token"))
 # escapes it. `parse_page` turns `?page=abc` into page 1 and the model clamps `?page=999`
 # to the last page, so a page number never errors; a `q` longer than `SEARCH_FIELD`
 # allows is a message, not a query.
-# Uses `SEARCH_FIELD` (section 7), `Note` (section 10) and `login_required` (section 11.1);
-# its pages extend base.html (section 4).
+# Uses `SEARCH_FIELD` (section 7), `Note` (section 10) and `login_required` (section 11.1),
+# which sends visitors to a login page (section 5); its pages extend base.html (section 4).
 
 SEARCH_PAGE_SIZE = 10
 
@@ -1487,7 +1490,7 @@ def login():
         if user:
             log_in(user)
             flash(f"Logged in as {user.username}.")
-            return redirect(safe_next_path(request.args.get("next")))
+            return redirect(safe_next_path(request.args.get("next"), url_for("forms.notes")))
         error = "Unknown username or wrong password."
     return render_template("auth.html", mode="login", values=values, error=error)
 
