@@ -2901,7 +2901,6 @@ def tests_view(number):
     return tests_of(text, number)
 
 
-@functools.cache  # pure: see pytest_command
 def tests_of(text, number):
     """What `tests_view` shows of test_app.py's `text`: None when it has no such section."""
     if number not in sections_of(text):
