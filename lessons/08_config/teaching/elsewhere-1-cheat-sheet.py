@@ -1,0 +1,2 @@
+app.config['DEBUG'] = True
+app.config.from_envvar('APP_SETTINGS')

@@ -1,0 +1,3 @@
+import sqlite3
+conn = sqlite3.connect('data.db')
+cursor = conn.cursor()

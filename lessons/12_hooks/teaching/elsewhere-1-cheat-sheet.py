@@ -1,0 +1,8 @@
+@app.before_request
+def before_req():
+    print("Before request")
+
+@app.after_request
+def after_req(response):
+    print("After request")
+    return response
