@@ -19,6 +19,7 @@ section the cheat sheet's construct comes first, the helpers and constants it ca
 Python looks those names up when a request runs, so the order works.
 """
 
+import ast
 import base64
 import contextvars
 import functools
@@ -37,6 +38,7 @@ import tempfile
 import time
 import tokenize
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -54,6 +56,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    send_file,
     session,
     url_for,
 )
@@ -113,8 +116,8 @@ def create_app(config=None, *, instance_path=None):
 # are named after the Blueprint: `url_for("tour.topic", number=2)`. The `int` converter
 # makes `/topics/abc` a 404 before the view runs, so no view parses its own arguments.
 # `/structure` and `/routes` show the app's Blueprints and URL map (topics 1 and 2).
-# Uses `TOPICS`, `get_topic`, `topic_page` and `tests_page` (appendix); its pages extend
-# base.html (section 4).
+# Uses `load_topics`, `get_topic`, `topic_page`, `tests_page`, `lesson_folder` and
+# `lesson_zip` (appendix); its pages extend base.html (section 4).
 
 tour_bp = Blueprint("tour", __name__)
 
@@ -122,13 +125,21 @@ tour_bp = Blueprint("tour", __name__)
 @tour_bp.route("/")
 def index():
     """The tour: every topic with its demos."""
-    return render_template("tour.html", topics=TOPICS)
+    return render_template("tour.html", topics=load_topics())
 
 
 @tour_bp.route("/topics/<int:number>")
 def topic(number):
-    """One topic: its section of this file beside its demos."""
+    """One topic: its lesson, its demos, then its section of this file."""
     return topic_page(get_topic(number))
+
+
+@tour_bp.route("/topics/<int:number>/lesson.zip")
+def lesson_download(number):
+    """One topic's lesson folder as a zip file, to unpack and run on its own."""
+    folder = lesson_folder(get_topic(number))
+    return send_file(lesson_zip(folder), mimetype="application/zip", as_attachment=True,
+                     download_name=f"{folder.name}.zip")
 
 
 @tour_bp.route("/topics/<int:number>/tests")
@@ -866,8 +877,8 @@ def init_models(app):
 # claim holds it) turns anonymous, on every device. Being random, it never matches a later
 # account given the same id after a deletion or `flask init-db`. The LOGIN_VIEW setting
 # names your login page's endpoint, as Flask-Login's `login_view` does.
-# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), and `User`
-# (section 10).
+# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`
+# (section 10), and the login page `forms.login` (section 5).
 
 auth_bp = Blueprint("auth", __name__)
 
@@ -2136,707 +2147,123 @@ def set_up_deployment(state):
 # ---------------------------------------------------------------------------
 # Appendix: how this tour shows its own code
 # ---------------------------------------------------------------------------
-# Not a topic: the machinery behind `/` and `/topics/<n>` (section 2). `TOPICS` holds
-# each topic's texts and demos; `source_sections` finds each numbered section of this
-# very file by its banner, read from disk on every request, so the code on screen is
-# the code that runs; `highlight_python` colours it with the standard library's
-# tokenizer, so the page needs no JavaScript.
+# Not a topic: the machinery behind `/` and `/topics/<n>` (section 2). Each topic's
+# teaching text (summary, the cheat sheet's snippet, what app.py adds, exercises, Elsewhere
+# panels) lives beside its lesson, in lessons/NN_name/teaching/; `source_sections` finds
+# each numbered section of this very file by its banner, so the code on screen is the code
+# that runs; `highlight_python` colours it with the standard library's tokenizer, so the
+# page needs no JavaScript.
 # Uses `tour_bp` (section 2); topic.html extends base.html (section 4).
 
 
-@dataclass(frozen=True)
-class Elsewhere:
-    """One "Elsewhere you will meet" panel: the cheat sheet's way, a library's way, and ours."""
-
-    title: str
-    cheat_sheet: str  # the construct as the cheat sheet and most tutorials write it
-    library: str  # the library learners will meet, and the version the snippet was checked against
-    snippet: str  # the same job written with that library (valid Python), or "" when none
-    note: str
-    ours: tuple  # names in our section that do the job; the page links to their lines
-    files: tuple = ()  # files shown on the page that do the job too
-    language: str = "python"  # the language of `cheat_sheet`
+def load_topics():
+    """Every topic's teaching text, from lessons/NN_name/teaching/topic.json, in order."""
+    lessons = Path(current_app.root_path) / "lessons"
+    return [json.loads(read_text(folder / "teaching" / "topic.json")) | {"folder": folder.name}
+            for folder in sorted(lessons.glob("[0-9][0-9]_*"))
+            if (folder / "teaching" / "topic.json").is_file()]
 
 
-@dataclass(frozen=True)
-class Exercise:
-    """A "Try it yourself" exercise: a change to make, and how to see that it worked."""
-
-    task: str
-    check: str
-
-
-@dataclass(frozen=True)
-class Topic:
-    number: int
-    title: str
-    summary: str
-    cheat_sheet: str
-    our_version: str
-    demos: tuple  # (label, endpoint, url_for arguments)
-    api_console: bool = False  # the page offers a console that calls the JSON API
-    elsewhere: tuple = ()  # Elsewhere panels
-    files: tuple = ()  # files besides app.py that the topic uses, shown on its page
-    exercises: tuple = ()  # Exercise
+# A page shows a dozen files and their highlighted code: each file is read and worked out
+# again only when it changes on disk (measured: 25 to 180 ms a topic page otherwise, which
+# a class of 300 opening topics would queue behind), so an edit still shows on reload.
+def read_text(path):
+    """A file's text, read again only when its modification time or size changes."""
+    status = os.stat(path)
+    return read_version(str(path), status.st_mtime_ns, status.st_size)
 
 
-# The libraries' snippets are ours, written from each library's documentation at the
-# version named beside it; test_app.py checks that each one is valid Python.
-FLASK_WTF_FORM = '''\
-from flask_wtf import CSRFProtect, FlaskForm
-from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
-
-csrf = CSRFProtect(app)  # every POST needs the token: a form field or the X-CSRFToken header
-
-
-class RegisterForm(FlaskForm):
-    username = StringField("Username", validators=[DataRequired(), Length(3, 32)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=8)])
-
-
-@app.route("/register", methods=["GET", "POST"])
-def register():
-    form = RegisterForm()  # reads request.form itself
-    if form.validate_on_submit():  # a POST with a valid token and valid fields
-        User.create(form.username.data, form.password.data)
-        return redirect(url_for("notes"))
-    # register.html puts {{ form.csrf_token }} inside its <form>
-    return render_template("register.html", form=form)
-'''
-
-FLASK_RESTFUL_RESOURCE = '''\
-from flask_restful import Api, Resource
-
-api = Api(app)
-
-
-class Note(Resource):
-    def get(self, note_id):
-        return {"id": note_id, "title": "first"}  # a dict becomes JSON
-
-    def delete(self, note_id):
-        return "", 204
-
-
-api.add_resource(Note, "/api/notes/<int:note_id>")
-'''
-
-DOTENV_CONFIG = '''\
-import os
-
-from dotenv import load_dotenv
-from flask import Flask
-
-load_dotenv()  # copies .env into os.environ
-app = Flask(__name__)
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "dev")  # "dev" if unset: forgeable
-app.config["DEBUG"] = True  # the debugger runs any code typed into it: never in production
-'''
-
-FLASK_SQLALCHEMY_MODEL = '''\
-from flask_sqlalchemy import SQLAlchemy
-
-db = SQLAlchemy(app)
-
-
-class Note(db.Model):  # the table is named "note" after the class
-    id = db.Column(db.Integer, primary_key=True)
-    user_id = db.Column(db.Integer, db.ForeignKey("user.id"), nullable=False)
-    title = db.Column(db.String(200), nullable=False)
-
-
-note = Note(user_id=1, title="first")
-db.session.add(note)
-db.session.commit()
-same = db.session.get(Note, note.id)  # the legacy style: Note.query.get(note.id)
-page = db.paginate(db.select(Note).filter_by(user_id=1).order_by(Note.id.desc()),
-                   page=1, per_page=10)  # page.items, page.pages, page.has_next
-'''
-
-FLASK_LOGIN_SESSION = '''\
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user
-
-login_manager = LoginManager(app)
-login_manager.login_view = "login"  # where @login_required sends anonymous visitors
-
-
-class User(UserMixin, db.Model):  # UserMixin adds get_id() and is_authenticated
-    id = db.Column(db.Integer, primary_key=True)
-
-
-@login_manager.user_loader
-def load_user(user_id):  # the id comes back from the session cookie as a string
-    return db.session.get(User, int(user_id))
-
-
-@app.route("/notes")
-@login_required
-def notes():
-    return {"user": current_user.id}
-
-# In the login view, once the password is checked: login_user(user)
-'''
-
-FLASK_JWT_EXTENDED_TOKENS = '''\
-from flask_jwt_extended import (JWTManager, create_access_token, get_jwt,
-                                get_jwt_identity, jwt_required)
-
-app.config["JWT_SECRET_KEY"] = os.environ["JWT_SECRET_KEY"]
-jwt = JWTManager(app)
-
-
-@jwt.token_in_blocklist_loader
-def token_is_revoked(jwt_header, jwt_payload):
-    return RevokedToken.is_revoked(jwt_payload["jti"])
-
-
-@app.post("/api/token")
-def token():
-    user = authenticate(request.json["username"], request.json["password"])
-    return {"access_token": create_access_token(identity=str(user.id))}  # a string: see below
-
-
-@app.get("/api/me")
-@jwt_required()
-def me():
-    return {"id": int(get_jwt_identity()), "token id": get_jwt()["jti"]}
-'''
-
-FLASK_APP_HOOKS = '''\
-@app.before_request
-def start_timer():
-    g.started = time.perf_counter()
-
-
-@app.after_request
-def add_timing(response):
-    elapsed_ms = (time.perf_counter() - g.started) * 1000
-    response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
-    return response
-
-
-@app.teardown_appcontext
-def close_db(exception=None):  # runs even when the view raised
-    db = g.pop("db", None)
-    if db is not None:
-        db.close()
-'''
-
-FLASK_ERROR_HANDLERS = '''\
-@app.errorhandler(404)
-def not_found(error):
-    return render_template("404.html"), 404
-
-
-@app.errorhandler(500)
-def server_error(error):  # error.original_exception is what the view raised
-    return render_template("500.html"), 500
-'''
-
-GUNICORN_CONFIG = '''\
-# gunicorn.conf.py, run with: gunicorn -c gunicorn.conf.py app:app
-import multiprocessing
-import os
-
-bind = "0.0.0.0:8000"  # -b 0.0.0.0:8000
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))  # -w
-timeout = 30  # a worker silent this long is replaced
-'''
-
-CHEAT_SHEET_DOCKERFILE = '''\
-FROM python:3.10
-WORKDIR /app
-COPY . .
-RUN pip install -r requirements.txt
-CMD ["gunicorn", "app:app", "--bind", "0.0.0.0:5000"]
-'''
-
-TUTORIAL_NGINX = '''\
-# The block most tutorials give
-server {
-    listen 80;
-    location / {
-        proxy_pass http://127.0.0.1:8000;
-        proxy_set_header Host $host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    }
-}
-'''
-
-PYJWT_SUB_NOTE = (
-    "`identity` becomes the token's `sub` claim. PyJWT 2.10 (November 2024) began refusing "
-    "tokens whose `sub` is not a string, as RFC 7519 requires, so apps that passed "
-    "`identity=user.id` stopped accepting their own tokens (\"Subject must be a string\", "
-    "vimalloc/flask-jwt-extended#556); flask-jwt-extended kept the check and documented it. "
-    "Ours has always written `str(user.id)`, and `token_user` accepts only a string of digits.")
-
-
-TOPICS = (
-    Topic(1, "Flask setup & project structure",
-          "An application factory that builds the app, configured and ready.",
-          "One global `app = Flask(__name__)` in a project folder with static/ and templates/.",
-          "A `create_app()` factory builds independent apps, so each test or embedding gets its "
-          "own settings and database; it registers one Blueprint per section, the way a project "
-          "grows into a package. `app` still serves `flask run` and `gunicorn app:app`.",
-          (("The app's files and Blueprints", "tour.structure", {}),
-           ("Its URL map, as `flask routes` prints it", "tour.routes", {}),
-           ("The tour itself", "tour.index", {})),
-          files=("requirements.txt",),
-          exercises=(
-              Exercise("In `create_app`, after the Blueprints, add "
-                       "`app.add_url_rule(\"/ping\", \"ping\", lambda: \"pong\")`.",
-                       "Restart `flask run` and open /ping: `pong`. /structure lists the rule "
-                       "`/ping` with no Blueprint: the factory is where an app gets its parts."),
-              Exercise("Comment out `app.register_blueprint(json_bp)` in `create_app`.",
-                       "/data is now a 404 and the `json` Blueprint is gone from /structure, yet "
-                       "/topics/7 still renders: a section's pages only link to registered "
-                       "sections. Put the line back."),
-          )),
-    Topic(2, "Routing (@app.route)",
-          "Decorators map URLs to view functions.",
-          "`@app.route('/')` maps a URL to a function that returns a string.",
-          "`@bp.route` on a Blueprint; typed converters (`<int:n>`) turn a bad URL into a 404 "
-          "before the view runs, so no view parses its own arguments; pages come from "
-          "templates, not strings.",
-          (("Every URL rule, and build one", "tour.routes", {}),
-           ("Topic 2's own page", "tour.topic", {"number": 2})),
-          exercises=(
-              Exercise("In section 2 add a view with a converter: "
-                       "`@tour_bp.route(\"/square/<int:n>\")` over "
-                       "`def square(n): return {\"square\": n * n}`.",
-                       "/square/12 answers `{\"square\": 144}`; /square/abc is a 404 before your "
-                       "view runs. /routes lists `/square/<int:n>` with the `int` converter."),
-              Exercise("Give the topic view a second URL: add `@tour_bp.route(\"/t/<int:number>\")` "
-                       "on its own line above `@tour_bp.route(\"/topics/<int:number>\")`.",
-                       "/t/5 shows topic 5. /routes shows both rules for the endpoint "
-                       "`tour.topic`; its form builds `tour.topic` with 5 and shows which URL "
-                       "`url_for` chose."),
-          )),
-    Topic(3, "URL parameters & query strings",
-          "Values from the path and from `?q=` reach the view.",
-          "`f\"Hello, {name}\"` and `request.args.get('q')` returned as HTML.",
-          "Values are escaped by the template (an f-string into HTML is an XSS hole); "
-          "`page` is parsed and clamped, and `%`/`_` are searched literally.",
-          (("Greet <img onerror=…>", "params.user", {"name": "<img src=x onerror=alert(1)>"}),
-           ("Search your notes (after logging in)", "params.search", {"q": "flask"})),
-          files=("templates/user.html", "templates/search.html"),
-          exercises=(
-              Exercise("Let the greeting come from the query string: in `user`, pass "
-                       "`greeting=request.args.get(\"greeting\", \"Hello\")` to "
-                       "`render_template`, and write `{{ greeting }}` in templates/user.html.",
-                       "/user/Ada?greeting=Hi shows Hi; "
-                       "/user/Ada?greeting=%3Cb%3EHi%3C/b%3E shows the tags as text: the template "
-                       "escaped them."),
-              Exercise("Set `SEARCH_PAGE_SIZE = 2`, create five notes titled `flask 1` … "
-                       "`flask 5` on /notes.",
-                       "/search?q=flask shows page 1 of 3; /search?q=flask&page=99 shows page 3 "
-                       "and /search?q=flask&page=abc page 1: a page number never errors."),
-          )),
-    Topic(4, "Templates (Jinja2)",
-          "HTML lives in templates/, filled in and escaped by Jinja2.",
-          "`render_template('welcome.html', user=user)` fills in a file from templates/.",
-          "Every page extends one `base.html`; macros render form fields and pagination; "
-          "`url_for` builds every link so the app works under a URL prefix.",
-          (("Welcome page", "templates.welcome", {"user": "Ada"}),),
-          files=("templates/welcome.html", "templates/base.html", "templates/_macros.html"),
-          exercises=(
-              Exercise("Add a filter in section 4: `@templates_bp.app_template_filter()` over "
-                       "`def shout(text): return text.upper() + \"!\"`, and write "
-                       "`{{ user|shout }}` in templates/welcome.html.",
-                       "/welcome/ada says Hello ADA!; /welcome/%3Cb%3E still shows `<B>!` as "
-                       "text: filters run before escaping."),
-              Exercise("In templates/base.html's footer add "
-                       "`<a href=\"{{ url_for('tour.routes') }}\">URL map</a>`; then change the "
-                       "endpoint to `'routes'`.",
-                       "The link appears on every page. With `'routes'` every page is a 500 "
-                       "with a BuildError in the terminal: the classic error at "
-                       "/errors/classic. Put `tour.routes` back."),
-          )),
-    Topic(5, "Handling forms & requests (GET, POST)",
-          "Forms that validate, keep input, and redirect after success.",
-          "Read `request.form['username']` on POST, which is a bare 400 when the field is missing.",
-          "`request.form.get` plus validation that re-renders with a message per field; a CSRF "
-          "token on every form, so another site cannot post as you, and an `Origin` (over HTTPS "
-          "`Referer`) check behind it; post/redirect/get, so a reload never posts twice. "
-          "Flask-WTF's CSRFProtect checks the same session token and, over HTTPS, the `Referer` "
-          "(WTF_CSRF_SSL_STRICT); unlike ours, its tokens are signed and expire after an hour, "
-          "and it does not read `Origin`.",
-          (("Register", "forms.register", {}), ("Log in", "forms.login", {}),
-           ("Your notes", "forms.notes", {})),
-          elsewhere=(
-              Elsewhere("Forms and CSRF", (
-                  "@app.route('/login', methods=['GET', 'POST'])\n"
-                  "def login():\n"
-                  "    if request.method == 'POST':\n"
-                  "        username = request.form['username']\n"
-                  "        return f\"Logged in as {username}\"\n"
-                  "    return render_template('login.html')\n"),
-                  "Flask-WTF 1.3.0", FLASK_WTF_FORM,
-                  "A `FlaskForm` reads the fields, validates them and checks the CSRF token; "
-                  "`{{ form.csrf_token }}` writes the hidden field and `CSRFProtect` also "
-                  "accepts the token in an `X-CSRFToken` header. Ours does the same in three "
-                  "small pieces: `form_values` reads the fields (a missing one is empty, not a "
-                  "400), `validate` applies the same `Field` rules the API uses, and "
-                  "`check_csrf` checks every unsafe request against `csrf_token`.",
-                  ("form_values", "validate", "check_csrf", "csrf_token"),
-                  ("templates/auth.html",)),
-          ),
-          files=("templates/auth.html", "templates/notes.html"),
-          exercises=(
-              Exercise("Require a body of at least 3 characters: in section 7 change "
-                       "`NOTE_FIELDS`' body to `Field(10_000, 3)`.",
-                       "On /notes, a note with the body `hi` re-renders with a message under "
-                       "Body and your title kept; the API answers 422 and /api/openapi.json "
-                       "says `minLength: 3`: one rule, three places."),
-              Exercise("Put `return` as the first line of `check_csrf`'s body.",
-                       "`python -m pytest test_app.py -k cross_site_request_forgery` fails: "
-                       "without the check, another site's form could post as you. Remove the "
-                       "`return`; the tests pass again."),
-              Exercise("In `form_values`, replace `request.form.get(name, \"\")` with "
-                       "`request.form[name]`.",
-                       "`python -m pytest test_app.py -k missing_form_fields` fails with a bare "
-                       "400: the cheat sheet's `request.form['x']`. Put `.get` back."),
-          )),
-    Topic(6, "REST APIs with Flask (MethodView)",
-          "Class-based views: one method per HTTP verb.",
-          "Install Flask-RESTful and return a dict from a `Resource` subclass's `get()`.",
-          "Flask's own `MethodView`, no extra package; correct status codes (201 + Location, "
-          "204, 404, 405, 415, 422) and an OpenAPI description.",
-          (("GET /api/hello", "api.hello", {}), ("OpenAPI description", "api.openapi", {})),
-          api_console=True,
-          elsewhere=(
-              Elsewhere("Resources", "from flask_restful import Api, Resource\n"
-                        "api = Api(app)\n\n"
-                        "class Hello(Resource):\n"
-                        "    def get(self):\n"
-                        "        return {\"message\": \"Hello, World\"}\n\n"
-                        "api.add_resource(Hello, '/')\n",
-                        "Flask-RESTful 0.3.10", FLASK_RESTFUL_RESOURCE,
-                        "`Resource` is a `MethodView` underneath, and `add_resource` is "
-                        "`add_url_rule` with `as_view`; the dict-to-JSON step is built into "
-                        "Flask since 1.1 (lists since 2.2). Flask-RESTful is barely maintained: asked in 2020 "
-                        "(flask-restful/flask-restful#882), its one active maintainer said they "
-                        "merge only small fixes and no longer use it. New projects use Flask's "
-                        "`MethodView`, as here, or flask-smorest or APIFlask for validation and "
-                        "OpenAPI.",
-                        ("HelloAPI", "NoteListAPI", "NoteAPI", "api_bp.add_url_rule")),
-          ),
-          exercises=(
-              Exercise("Give `HelloAPI` a `post` method: `def post(self): return "
-                       "{\"message\": f\"Hello, {json_body().get('name', 'World')}\"}`.",
-                       "Before the change, `curl -i -X POST localhost:5000/api/hello` is a 405 "
-                       "whose `Allow` header lists GET, HEAD and OPTIONS; after it, `curl -X POST "
-                       "localhost:5000/api/hello -H 'Content-Type: application/json' -d "
-                       "'{\"name\": \"Ada\"}'` says Hello, Ada."),
-              Exercise("Set `API_MAX_PAGE_SIZE = 2`, then create three notes in the console "
-                       "below and list them.",
-                       "The list answers `\"per_page\": 2` and `\"pages\": 2`, whatever "
-                       "`per_page` asks for; `-k collection_pagination` fails until you put "
-                       "100 back."),
-          )),
-    Topic(7, "JSON responses (jsonify)",
-          "Dicts become JSON responses; errors are problem+json.",
-          "`jsonify({...})` turns a dict into a JSON response.",
-          "Returning a dict is enough; every API error is RFC 9457 problem+json, so a client "
-          "handles every failure the same way.",
-          (("GET /data", "json.data", {}),),
-          exercises=(
-              Exercise("In `data`, return a list instead: "
-                       "`return [{\"name\": \"Nutan\"}, {\"name\": \"Ada\"}]`.",
-                       "/data answers a JSON array: Flask turns a returned list into JSON as it "
-                       "does a dict, no `jsonify` needed. "
-                       "`python -m pytest test_app.py -k cheat_sheet_json` fails until you undo it."),
-              Exercise("In `problem`, add `\"instance\": request.path` to the body.",
-                       "`curl -s localhost:5000/api/notes/1` shows `\"instance\": "
-                       "\"/api/notes/1\"` beside `type`, `title`, `status` and `detail`."),
-          )),
-    Topic(8, "Configurations & environment variables",
-          "Settings layered from defaults, a file, the environment and the factory.",
-          "Set `app.config['DEBUG'] = True` and load a file with `from_envvar('APP_SETTINGS')`.",
-          "Debug stays off unless asked for; a secret key is generated once, never hard-coded; "
-          "each section sets its own defaults; `/config` shows where each setting came from, "
-          "secrets masked.",
-          (("Effective settings", "config.show_config", {}),),
-          elsewhere=(
-              Elsewhere("Settings from the environment",
-                        "app.config['DEBUG'] = True\n"
-                        "app.config.from_envvar('APP_SETTINGS')\n",
-                        "python-dotenv 1.2.2, as most tutorials use it", DOTENV_CONFIG,
-                        "Most tutorials read each variable by hand with a fallback, and a "
-                        "fallback secret like \"dev\" ends up in production. Flask 2.1 added "
-                        "`from_prefixed_env`: every `FLASK_*` variable becomes a setting, "
-                        "parsed as JSON where it can be (`FLASK_SECRET_KEY`, "
-                        "`FLASK_MAX_CONTENT_LENGTH=100`). Ours loads .env without overriding "
-                        "real variables, generates a secret key once instead of a fallback, and "
-                        "refuses weak ones.",
-                        ("configure", "load_dotenv", "from_envvar", "from_prefixed_env",
-                         "instance_secret_key", "refuse_weak_secrets"),
-                        (".env.example",)),
-          ),
-          files=(".env.example",),
-          exercises=(
-              Exercise("Change `MAX_CONTENT_LENGTH` in `DEFAULTS` to `2 * 1024 * 1024`.",
-                       "/config shows 2097152 from `Flask Tour default`. Then run "
-                       "`FLASK_MAX_CONTENT_LENGTH=100 flask run`: /config shows 100 from the "
-                       "environment (it wins), and posting a note longer than that is a 413."),
-              Exercise("Write `SESSION_COOKIE_NAME = \"tour\"` into a file settings.py outside the "
-                       "project and run `APP_SETTINGS=/full/path/settings.py flask run`.",
-                       "/config shows SESSION_COOKIE_NAME 'tour' from `APP_SETTINGS file`, and "
-                       "after logging in the browser holds a cookie named tour."),
-          )),
-    Topic(9, "Database integration (sqlite3)",
-          "One SQLite connection per request, on `g`, closed at teardown.",
-          "`sqlite3.connect('data.db')` once at import time, shared by every request.",
-          "flaskr's `get_db`/`close_db`: a connection per request (one shared connection is not "
-          "safe across threads) with WAL, a busy timeout and foreign keys on; each section's "
-          "tables are created on first use and `flask init-db` resets them.",
-          (("Your notes' rows and the SQL that read them (log in first)", "database.show_rows",
-            {}),
-           ("Health check (writes to the database)", "deployment.healthz", {})),
-          exercises=(
-              Exercise("In `connect`, after `sqlite3.connect`, add "
-                       "`db.set_trace_callback(print)`.",
-                       "Open /notes: the terminal running `flask run` prints every statement, "
-                       "the PRAGMA of each new connection first: one connection per request."),
-              Exercise("In `close_db`, comment out `db.close()`, and run "
-                       "`python -m pytest test_app.py -k one_connection_per_request`.",
-                       "The test fails: a connection left open per request would pile up file "
-                       "handles. Put the line back."),
-          )),
-    Topic(10, "Models (an ORM-style layer)",
-          "Dataclasses with class methods are the only code that writes SQL.",
-          "Install Flask-SQLAlchemy and declare each table as a `db.Model` class.",
-          "A small model layer on sqlite3 (two dataclasses and a paginator), always with `?` "
-          "parameters, so no user input is ever pasted into SQL.",
-          (("Your notes", "forms.notes", {}), ("Search (after logging in)", "params.search",
-                                                {"q": "%"})),
-          elsewhere=(
-              Elsewhere("Models, queries and pages",
-                        "from flask_sqlalchemy import SQLAlchemy\n"
-                        "db = SQLAlchemy(app)\n\n"
-                        "class User(db.Model):\n"
-                        "    id = db.Column(db.Integer, primary_key=True)\n"
-                        "    name = db.Column(db.String(80))\n",
-                        "Flask-SQLAlchemy 3.1.1", FLASK_SQLALCHEMY_MODEL,
-                        "A `db.Model` class is a table; `db.session.add` and `commit` write, "
-                        "`db.session.get` reads by id and `db.paginate` pages a `select`. "
-                        "`Note.query.filter_by(…)`, in most older tutorials, still works in "
-                        "3.x, but SQLAlchemy calls it the legacy interface. Ours: a dataclass "
-                        "per table, its SQL in class methods, the tables in `MODELS_SCHEMA`, "
-                        "and `paginate` for pages.",
-                        ("User", "Note", "MODELS_SCHEMA", "paginate")),
-          ),
-          exercises=(
-              Exercise("Add a column: `pinned INTEGER NOT NULL DEFAULT 0` to the notes table in "
-                       "`MODELS_SCHEMA`, then run `flask init-db` (it deletes every row).",
-                       "After you register again, creating a note is a 500: `Note(**row)` got "
-                       "a `pinned` it does not know. Add `pinned: int = 0` to `Note` and it "
-                       "works: the dataclass and the table must agree, which Flask-SQLAlchemy "
-                       "keeps in one place."),
-              Exercise("Add `@classmethod def count_for_user(cls, user_id)` to `Note`, running "
-                       "`SELECT count(*) FROM notes WHERE user_id = ?` with `(user_id,)`.",
-                       "`flask shell`, then `from app import Note` and "
-                       "`Note.count_for_user(1)` gives the count; a `'1 OR 1=1'` argument "
-                       "counts nothing: it is a value, not SQL."),
-          )),
-    Topic(11, "Authentication & JWT",
-          "Sessions for pages, Bearer JWTs for the API, both written out plainly.",
-          "Install Flask-JWT-Extended and call its `create_access_token`.",
-          "Three parts that each copy alone: the session login with `login_required`; HS256 "
-          "JWTs in a few short hmac/hashlib functions, so every check is there to read; and the "
-          "API's account endpoints, with revocation and throttled logins. A signed cookie alone "
-          "cannot be logged out (a copy stays valid until it expires), so it also carries the "
-          "account's random session id, which logout replaces on every device.",
-          (("Log in", "forms.login", {}),
-           ("The token endpoint, in the OpenAPI description", "api.openapi", {})),
-          api_console=True,
-          elsewhere=(
-              Elsewhere("Logging in to pages", "",
-                        "Flask-Login 0.6.3", FLASK_LOGIN_SESSION,
-                        "The cheat sheet has no page login; flaskr writes it by hand and most "
-                        "other tutorials use Flask-Login: `login_user` puts the id in the "
-                        "session, a `user_loader` turns it back into `current_user`, and "
-                        "`@login_required` redirects to `login_view`. Ours: `log_in`, "
-                        "`load_logged_in_user` filling `g.user`, and `login_required`.",
-                        ("log_in", "load_logged_in_user", "g.user", "login_required")),
-              Elsewhere("Tokens for the API",
-                        "from flask_jwt_extended import JWTManager, create_access_token\n\n"
-                        "jwt = JWTManager(app)\n"
-                        "token = create_access_token(identity=\"user1\")\n",
-                        "flask-jwt-extended 4.7.4", FLASK_JWT_EXTENDED_TOKENS,
-                        "`create_access_token` signs, `@jwt_required()` checks and "
-                        "`get_jwt_identity()` reads `sub`; a `token_in_blocklist_loader` "
-                        "refuses revoked tokens. " + PYJWT_SUB_NOTE,
-                        ("issue_token", "token_required", "g.api_user", "token_user",
-                         "RevokedToken", "JWT_SCHEMA")),
-          ),
-          exercises=(
-              Exercise("In `init_jwt`, change the token lifetime from 900 to 60 seconds.",
-                       "Get a token in the console below and list your notes: fine. Two minutes "
-                       "later (60 s plus the 30 s `CLOCK_LEEWAY`) the same list is a 401 "
-                       "saying `token expired`."),
-              Exercise("In `set_up_login`, lower `LOGIN_MAX_FAILURES` to 2.",
-                       "Fail to log in three times on /login: the third answer is 429 Too Many "
-                       "Requests with a `Retry-After` header (see it with your browser's "
-                       "network tools)."),
-              Exercise("Make the PyJWT 2.10 mistake: in `issue_token`, write "
-                       "`\"sub\": user.id` (a number).",
-                       "`python -m pytest test_app.py -k test_token_endpoint_and_me` fails: "
-                       "`/api/me` answers 401 (the test then misses `username`), because "
-                       "`token_user` refuses a `sub` that is not a string, as "
-                       "PyJWT does since 2.10. Put `str(user.id)` back."),
-          )),
-    Topic(12, "Middleware / request hooks",
-          "Code that runs before and after every request.",
-          "`print()` in `before_request` and `after_request`.",
-          "Hooks add a request id, timing, the security headers and a log line (the logger, "
-          "not `print()`, so it can be filtered and routed).",
-          (("What the hooks did to this request", "hooks.show_hooks", {}),),
-          elsewhere=(
-              Elsewhere("Hooks on the app",
-                        "@app.before_request\n"
-                        "def before_req():\n"
-                        "    print(\"Before request\")\n\n"
-                        "@app.after_request\n"
-                        "def after_req(response):\n"
-                        "    print(\"After request\")\n"
-                        "    return response\n",
-                        "Flask 3.1.3, on the app object", FLASK_APP_HOOKS,
-                        "Hooks on `app` are what most tutorials show. In a Blueprint, "
-                        "`before_request` would hook only that Blueprint's views, so ours use "
-                        "`before_app_request` and `after_app_request`, which hook every request "
-                        "of the app. The teardown that closes the database is `close_db` in "
-                        "section 9.",
-                        ("start_request", "finish_request", "add_security_headers")),
-          ),
-          exercises=(
-              Exercise("In `finish_request`, add "
-                       "`response.headers[\"X-Worker\"] = str(os.getpid())`.",
-                       "`curl -sI localhost:5000/` shows the header; under "
-                       "`WEB_CONCURRENCY=2 gunicorn -c deploy/gunicorn.conf.py app:app` "
-                       "repeated requests come from two process ids."),
-              Exercise("Add a hook to section 12: `@hooks_bp.before_app_request` over a "
-                       "function that returns `(\"Closed for maintenance\", 503)` when "
-                       "`current_app.config.get(\"MAINTENANCE\")` is true.",
-                       "`FLASK_MAINTENANCE=true flask run`: every page is that 503, because a "
-                       "before-request hook that returns something replaces the view; without "
-                       "the variable nothing changes."),
-          )),
-    Topic(13, "Error handling & custom error pages",
-          "Every error is a friendly page, or problem+json for the API.",
-          "`@app.errorhandler(404)` renders a custom `404.html`.",
-          "One handler for every HTTP error, one for crashes: the traceback is logged, never "
-          "shown, because it would tell an attacker how the app works inside.",
-          (("The classic errors, reproduced live", "errors.classic_errors", {}),
-           ("404 page", "errors.error_demo", {"code": 404}),
-           ("500 page", "errors.error_demo", {"code": 500}),
-           ("429 page", "errors.error_demo", {"code": 429})),
-          elsewhere=(
-              Elsewhere("Error pages",
-                        "@app.errorhandler(404)\n"
-                        "def not_found(e):\n"
-                        "    return render_template('404.html'), 404\n",
-                        "Flask 3.1.3, one handler per status code", FLASK_ERROR_HANDLERS,
-                        "One handler and one template per code is what tutorials show; a code "
-                        "without one (405, 413, 429 …) still gets Flask's plain page. Ours "
-                        "handles `HTTPException`, so every code gets `error.html` (or "
-                        "problem+json for the API), and any other exception is a logged 500.",
-                        ("handle_http_error", "handle_unexpected_error", "render_error"),
-                        ("templates/error.html",)),
-          ),
-          files=("templates/error.html", "templates/classic_errors.html"),
-          exercises=(
-              Exercise("Add 418 to `DEMO_ERRORS` and `418: \"I'm a Teapot\"` to "
-                       "`HTTP_ERROR_TITLES` (section 7).",
-                       "/errors/418 is the custom page titled 418 · I'm a Teapot; without the "
-                       "title it would say Error."),
-              Exercise("Break a view: in `data` (section 7), write `1 / 0` before the return.",
-                       "/data is the 500 page with no traceback; the terminal shows "
-                       "`Unhandled exception` and the ZeroDivisionError. Undo it."),
-          )),
-    Topic(14, "Deployment (Gunicorn + Nginx, Docker)",
-          "A health check, proxy support and a production server.",
-          "`gunicorn app:app` and a Dockerfile.",
-          "`/healthz` proves the database takes a write; ProxyFix is opt-in for a known number "
-          "of proxies; nginx balances two gunicorn instances (deploy/nginx.conf, "
-          "docker-compose.yml), and every URL keeps the prefix the app is mounted under.",
-          (("What the app sees behind a proxy", "deployment.proxy_view", {}),
-           ("GET /healthz", "deployment.healthz", {})),
-          elsewhere=(
-              Elsewhere("gunicorn", "gunicorn -w 4 app:app\n", "gunicorn 27.0.1",
-                        GUNICORN_CONFIG,
-                        "`-w 4` is `workers = 4` in a config file. gunicorn's own default for "
-                        "`workers` is `WEB_CONCURRENCY` (else 1), the variable hosting "
-                        "platforms set, so `-w` is often not needed. Ours keeps every setting "
-                        "in deploy/gunicorn.conf.py and trusts no forwarded header in gunicorn: "
-                        "ProxyFix in the app does that.",
-                        ("set_up_deployment",), ("deploy/gunicorn.conf.py",), "shell"),
-              Elsewhere("Docker", CHEAT_SHEET_DOCKERFILE, "", "",
-                        "The cheat sheet's image runs as root on python:3.10 (whatever that tag "
-                        "points to today) and serves port 5000. Ours pins the slim image, "
-                        "installs only the pinned runtime packages, runs as an unprivileged "
-                        "user, serves port 8000, and has a HEALTHCHECK that asks `/healthz`.",
-                        ("healthz",), ("Dockerfile", "docker-compose.yml"), "dockerfile"),
-              Elsewhere("nginx", TUTORIAL_NGINX, "", "",
-                        "The usual block proxies to one app. Ours balances two instances, "
-                        "serves static/ itself with the app's security headers, clears "
-                        "scheme headers a client sends, and stops sending to an instance that "
-                        "stalls; the app trusts its X-Forwarded-* headers through ProxyFix.",
-                        ("set_up_deployment",), ("deploy/nginx.conf",), "nginx"),
-          ),
-          files=("Dockerfile", "docker-compose.yml", "deploy/nginx.conf",
-                 "deploy/gunicorn.conf.py"),
-          exercises=(
-              Exercise("Serve the app with gunicorn: `WEB_CONCURRENCY=3 gunicorn -c "
-                       "deploy/gunicorn.conf.py app:app`.",
-                       "The log says `Booting worker` three times; http://127.0.0.1:8000/healthz "
-                       "answers `{\"status\": \"ok\", \"database\": \"ok\"}`."),
-              Exercise("Trust one proxy: `FLASK_TRUSTED_PROXIES=1 flask run`, then `curl -s "
-                       "-H 'X-Forwarded-For: 203.0.113.7' -H 'X-Forwarded-Proto: https' "
-                       "localhost:5000/proxy`.",
-                       "The page shows client 203.0.113.7 and scheme https beside the raw "
-                       "127.0.0.1 and http; without the variable both columns show the raw "
-                       "values and the headers are listed as ignored."),
-          )),
-)
+@functools.cache
+def read_version(path, modified, size):
+    """One version of a file's text: `read_text` keys it on when it changed."""
+    return Path(path).read_text(encoding="utf-8")
 
 
 def get_topic(number):
     """The topic with this number, or a 404 (as flaskr's `get_post`)."""
-    if not 1 <= number <= len(TOPICS):
+    topics = load_topics()
+    if not 1 <= number <= len(topics):
         abort(404)
-    return TOPICS[number - 1]
+    return topics[number - 1]
+
+
+def lesson_folder(topic):
+    """The folder of a topic's lesson: lessons/NN_name."""
+    return Path(current_app.root_path) / "lessons" / topic["folder"]
+
+
+# What a lesson's download leaves out: the tour's teaching text, and what running it makes.
+LESSON_LEFT_OUT = {"teaching", "instance", "__pycache__", ".pytest_cache", ".venv", ".env"}
+
+
+def lesson_files(folder, modules=()):
+    """The files of a lesson as its download holds them: `modules` first, tests and notes last."""
+    files = [path for path in folder.rglob("*") if path.is_file()
+             and not LESSON_LEFT_OUT & set(path.relative_to(folder).parts)
+             and path.suffix not in (".pyc", ".sqlite", ".db")]
+
+    def order(path):
+        name = path.relative_to(folder).as_posix()
+        rank = (0 if name in modules else 1 if name.startswith("templates/")
+                else 3 if name.startswith("test_") else 4 if name in ("README.txt", "requirements.txt")
+                else 2)
+        return rank, name
+    return sorted(files, key=order)
+
+
+def lesson_zip(folder):
+    """The lesson as a zip file, its files inside one folder named like the lesson's."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in lesson_files(folder):
+            archive.writestr(f"{folder.name}/{path.relative_to(folder).as_posix()}",
+                             path.read_bytes())
+    buffer.seek(0)
+    return buffer
 
 
 def topic_page(topic):
-    """The page of one topic: its section of this file, highlighted, beside its demos."""
+    """The page of one topic: the cheat sheet, the lesson, the demos, then app.py's section."""
     return render_template("topic.html", **topic_context(topic))
 
 
 def tests_page(topic):
     """The page of one topic's tests: its section of test_app.py, highlighted."""
-    tests = tests_view(topic.number) or abort(404)  # a copy without test_app.py
+    tests = tests_view(topic["number"]) or abort(404)  # a copy without test_app.py
     code = highlight_python(tests["source"], tests["first_line"], anchor="test-L")
     return render_template("topic_tests.html", topic=topic, tests=tests, code=code)
 
 
 def topic_context(topic):
     """What topic.html shows of one topic, highlighted."""
-    first_line, source = source_sections()[topic.number]
-    number = topic.number
+    sections = source_sections()
+    if topic["number"] not in sections:  # a copy of a few sections: the rest are not in it
+        abort(404)
+    first_line, source = sections[topic["number"]]
+    folder = lesson_folder(topic)
+    teaching = folder / "teaching"
+    topics = load_topics()
+    number = topic["number"]
     return dict(
         topic=topic,
+        cheat_sheet=shown_file(teaching / topic["cheat_sheet"]["file"], teaching,
+                               topic["cheat_sheet"]["language"], anchor="sheet"),
+        lesson=[shown_file(path, folder.parent)
+                for path in lesson_files(folder, topic["lesson"]["modules"])],
+        lesson_module=Path(topic["lesson"]["modules"][0]).stem,
+        adds=[(name, why, name_line(source, first_line, name)) for name, why in topic["adds"]],
+        imports=highlight_python(import_lines(source, read_text(__file__)), anchor="imports-L"),
         source=source,
         first_line=first_line,
         code=highlight_python(source, first_line),
         parts=section_parts(source, first_line),
-        panels=[panel_view(index, panel, source, first_line)
-                for index, panel in enumerate(topic.elsewhere, start=1)],
-        files=[shown for path in topic.files if (shown := shown_file(path))],
+        panels=[panel_view(index, panel, teaching, source, first_line)
+                for index, panel in enumerate(topic["elsewhere"], start=1)],
+        files=[shown for path in topic["files"]
+               if (shown := shown_file(Path(current_app.root_path) / path))],
         tests=tests_view(number),
-        previous=TOPICS[number - 2] if number > 1 else None,
-        next=TOPICS[number] if number < len(TOPICS) else None,
+        previous=topics[number - 2] if number > 1 else None,
+        next=topics[number] if number < len(topics) else None,
     )
 
 
@@ -2844,21 +2271,39 @@ def topic_context(topic):
 def demo_links(topic):
     """(label, URL) for each of the topic's demos that this app has registered."""
     return [(label, url_for(endpoint, **arguments))
-            for label, endpoint, arguments in topic.demos
+            for label, endpoint, arguments in topic["demos"]
             if endpoint in current_app.view_functions]
 
 
-def panel_view(index, panel, source, first_line):
+def panel_view(index, panel, teaching, source, first_line):
     """What topic.html needs to show one Elsewhere panel: its code highlighted, its links."""
+    def code(key, language, anchor):
+        return highlight(read_text(teaching / panel[key]).rstrip("\n"), language,
+                         anchor=anchor) if key in panel else ""
     return {
         "panel": panel,
-        "cheat_sheet": highlight(panel.cheat_sheet.rstrip("\n"), panel.language,
-                                 anchor=f"p{index}c-L"),
-        "snippet": highlight(panel.snippet.rstrip("\n"), "python", anchor=f"p{index}s-L"),
-        "links": [(name, line) for name in panel.ours
+        "cheat_sheet": code("cheat_sheet_file", panel.get("language", "python"), f"p{index}c-L"),
+        "snippet": code("snippet_file", "python", f"p{index}s-L"),
+        "links": [(name, line) for name in panel["ours"]
                   if (line := name_line(source, first_line, name))],
-        "files": [(path, file_anchor(path)) for path in panel.files],
+        "files": [(path, file_anchor(path)) for path in panel["files"]],
     }
+
+
+@functools.cache  # pure: see pytest_command
+def import_lines(section, module):
+    """The import statements of `module`'s opening block that `section` needs, one per line."""
+    used = {node.id for node in ast.walk(ast.parse(section)) if isinstance(node, ast.Name)}
+    opening = ast.parse(module[:module.index(BANNER_RULE)])
+    lines = []
+    for statement in opening.body:
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names = [alias for alias in statement.names
+                     if (alias.asname or alias.name).partition(".")[0] in used]
+            if names:
+                statement.names = names
+                lines.append(ast.unparse(statement))
+    return "\n".join(lines)
 
 
 @functools.cache  # pure: see pytest_command
@@ -2880,22 +2325,24 @@ def file_anchor(path):
     return "file-" + re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
 
 
-def shown_file(path):
-    """A project file as the page shows it, read now; None when this copy has no such file."""
+def shown_file(path, base=None, language=None, anchor=None):
+    """A file as the page shows it, named from `base` (the project); None when it is missing."""
+    name = Path(path).relative_to(base or current_app.root_path).as_posix()
     try:
-        text = (Path(__file__).parent / path).read_text(encoding="utf-8").rstrip("\n")
-    except OSError:  # a copied section, or the Docker image, lacks some files: show the rest
+        text = read_text(path).rstrip("\n")
+    except (OSError, UnicodeDecodeError):  # a copied section or the Docker image lacks it, or an image
         return None
-    language = "python" if path.endswith(".py") else "jinja" if path.endswith(".html") else "hash"
-    anchor = file_anchor(path)
-    return {"path": path, "anchor": anchor, "code": highlight(text, language, anchor=anchor + "-L"),
-            "lines": text.count("\n") + 1}
+    language = language or ("python" if name.endswith(".py") else
+                            "jinja" if name.endswith(".html") else "hash")
+    anchor = anchor or file_anchor(name)
+    return {"path": name, "anchor": anchor, "code": highlight(text, language, anchor=anchor + "-L"),
+            "lines": text.count("\n") + 1, "language": language}
 
 
 def tests_view(number):
     """The topic's section of test_app.py (same banners), highlighted, and the command to run it."""
     try:
-        text = Path(__file__).with_name("test_app.py").read_text(encoding="utf-8")
+        text = read_text(Path(__file__).with_name("test_app.py"))
     except OSError:  # not in a copied section or the Docker image
         return None
     return tests_of(text, number)
@@ -2965,9 +2412,9 @@ def source_sections(path=None):
     """Map each topic number to (first line number, its section of the file, banner included).
 
     The file is this very module unless `path` names another with the same banners; it is
-    read on every call, so the page always shows what is on disk.
+    read again whenever it changes, so the page always shows what is on disk.
     """
-    return sections_of(Path(path or __file__).read_text(encoding="utf-8"))
+    return sections_of(read_text(path or __file__))
 
 
 @functools.cache  # pure: see pytest_command

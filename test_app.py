@@ -2,7 +2,6 @@
 
 import ast
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import http.client
@@ -28,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from html import unescape
@@ -38,6 +38,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 import flask
 import pytest
 import werkzeug.exceptions
+import werkzeug.routing
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
 from itsdangerous import URLSafeSerializer
@@ -52,6 +53,11 @@ import app as tour
 from app import Note, User, UsernameTaken, create_app, jwt_decode, jwt_encode, InvalidToken
 
 ROOT = Path(__file__).resolve().parent
+
+# Each topic's teaching text, read as the tour reads it: from its lesson's folder.
+TOPIC_FILES = sorted(ROOT.glob("lessons/[0-9][0-9]_*/teaching/topic.json"))
+TOPICS = [json.loads(path.read_text(encoding="utf-8")) for path in TOPIC_FILES]
+LESSONS = [path.parent.parent for path in TOPIC_FILES]
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
@@ -1111,11 +1117,16 @@ def endpoints_of(unit):
     return found
 
 
-def endpoints_used(unit):
-    """The endpoints a unit's code builds links to with url_for("…")."""
-    return {node.args[0].value for node in ast.walk(unit.tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "url_for"
-            and node.args and isinstance(node.args[0], ast.Constant)}
+def endpoints_used(unit, known=()):
+    """The endpoints a unit's code builds links to with url_for("…"), or names in a setting."""
+    linked = {node.args[0].value for node in ast.walk(unit.tree)
+              if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "url_for"
+              and node.args and isinstance(node.args[0], ast.Constant)}
+    named = {node.args[1].value for node in ast.walk(unit.tree)  # LOGIN_VIEW's "forms.login"
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "setdefault"
+             and len(node.args) == 2 and isinstance(node.args[1], ast.Constant)
+             and node.args[1].value in known}
+    return linked | named
 
 
 def config_keys(unit, owned):
@@ -1153,7 +1164,7 @@ def used_from_others(unit, owned):
     names, endpoints, settings = owned
     used = set()
     for found, things in ((names, unit.loaded_names() - unit.defined),
-                          (endpoints, endpoints_used(unit)),
+                          (endpoints, endpoints_used(unit, endpoints)),
                           (settings, config_keys(unit, owned=False))):
         used.update((thing, found[thing]) for thing in things
                     if found.get(thing, unit.key) != unit.key)
@@ -1194,16 +1205,41 @@ def copy_closure(keys, units):
     return [unit for unit in units[1:] if unit.key in wanted]
 
 
+def shown_imports(unit, whole):
+    """The import lines the page of `unit`'s topic shows above its section (computed, not typed)."""
+    number = re.match(r"\d+", unit.key)
+    source = tour.source_sections()[int(number.group())][1] if number else unit.source
+    return tour.import_lines(source, whole)
+
+
+def listed_files(keys):
+    """The files that the pages of these sections list: templates, static files."""
+    numbers = {int(key.split(".")[0]) for key in keys if key[0].isdigit()}
+    return sorted({path for number in numbers for path in TOPICS[number - 1]["files"]})
+
+
 def copied_app(tmp_path, keys, name):
-    """A module of only `keys`' sections (and what they use), registered on a bare Flask app."""
+    """A module assembled from only what the pages show, registered on a bare Flask app.
+
+    For `keys` and the sections their Uses lines name: the import lines each page shows, the
+    sections themselves, and the files their pages list (templates, static files). Nothing
+    else of the project comes along: no symlink, no other template.
+    """
     units = app_units()
     chosen = copy_closure(keys, units)
+    whole = (ROOT / "app.py").read_text(encoding="utf-8")
     folder = tmp_path / name
     folder.mkdir()
-    for shared in ("templates", "static"):
-        (folder / shared).symlink_to(ROOT / shared)
+    for path in listed_files([unit.key for unit in chosen]):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / path, folder / path)
+    if any(unit.key == "appendix" for unit in chosen):  # the tour's pages show the lessons
+        shutil.copytree(ROOT / "lessons", folder / "lessons",
+                        ignore=shutil.ignore_patterns("__pycache__", "instance"))
+    imports = dict.fromkeys(line for unit in chosen
+                            for line in shown_imports(unit, whole).splitlines())
     module_file = folder / f"{name}.py"
-    module_file.write_text(units[0].source + "".join(unit.source for unit in chosen))
+    module_file.write_text("\n".join(imports) + "\n" + "".join(unit.source for unit in chosen))
     spec = importlib.util.spec_from_file_location(name, module_file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # Flask finds templates/ next to the module through it
@@ -1214,14 +1250,31 @@ def copied_app(tmp_path, keys, name):
         module.configure(app, settings)
     else:
         app.config.update(settings)
-    for unit in chosen:  # what create_app does: each section's init_* and Blueprint
-        for thing_name in sorted(unit.defined):
-            thing = getattr(module, thing_name)
-            if thing_name.startswith("init_") and list(inspect.signature(thing).parameters) == ["app"]:
-                thing(app)
-            elif isinstance(thing, flask.Blueprint):
-                app.register_blueprint(thing)
+    # What create_app does, in its order (the hooks' Blueprint first): each init_* and Blueprint.
+    factory = inspect.getsource(tour.create_app)
+    defined = [name for unit in chosen for name in unit.defined]
+    for name in sorted(defined, key=lambda name: factory.find(f"{name}(app)") % len(factory)
+                       if name.startswith("init_") else factory.find(f"({name})") % len(factory)):
+        thing = getattr(module, name)
+        if name.startswith("init_") and list(inspect.signature(thing).parameters) == ["app"]:
+            thing(app)
+        elif isinstance(thing, flask.Blueprint):
+            app.register_blueprint(thing)
     return app, module, [unit.key for unit in chosen]
+
+
+def visit_every_page(app, client):
+    """GET every URL rule of a copied app (ids 1, names "Ada"): {rule: status}."""
+    statuses = {}
+    for rule in app.url_map.iter_rules():
+        if "GET" not in rule.methods or rule.endpoint == "static" or "<path:" in rule.rule:
+            continue
+        arguments = {name: 1 if isinstance(converter, werkzeug.routing.IntegerConverter) else "Ada"
+                     for name, converter in rule._converters.items()}
+        with app.test_request_context():
+            url = url_for(rule.endpoint, **arguments)
+        statuses[rule.rule] = client.get(url).status_code
+    return statuses
 
 
 def demo_of_topic(number, app, module):
@@ -1275,8 +1328,32 @@ def test_each_topic_runs_when_copied_with_only_what_its_uses_line_names(tmp_path
     app, module, copied = copied_app(tmp_path, [str(number)], f"copied_topic_{number}")
     try:
         assert COPY_EXPECTATIONS[number] in demo_of_topic(number, app, module), copied
+        client = app.test_client()
+        if "forms.register" in app.view_functions:  # its pages, signed in, with a note to edit
+            AuthActions(client).register("crawler")
+            client.post("/notes", data={"title": "copied", "body": "",
+                                        "csrf_token": AuthActions(client).token("/notes")})
+        # No page of the copy is a 500: a template its page does not list would be.
+        errors = {rule: status for rule, status in visit_every_page(app, client).items()
+                  if status >= 500 and rule != "/errors/<int:code>"}
+        assert not errors, (copied, errors)
     finally:
         del sys.modules[f"copied_topic_{number}"]
+
+
+def test_the_sessions_part_of_topic_11_copied_alone_has_a_login_page(tmp_path):
+    app, module, copied = copied_app(tmp_path, ["11.1"], "copied_sessions")
+    try:
+        client = app.test_client()
+        assert client.get("/notes").headers["Location"].startswith("/login")  # login_required
+        assert AuthActions(client).register().status_code == 302
+        client.post("/logout", data={"csrf_token": AuthActions(client).token("/notes")})
+        assert client.get("/notes").status_code == 302  # logged out
+        assert AuthActions(client).login().status_code == 302
+        assert "Signed in as <strong>alice</strong>" in client.get("/notes").get_data(as_text=True)
+        assert "11.2" not in copied and "11.3" not in copied, copied
+    finally:
+        del sys.modules["copied_sessions"]
 
 
 def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
@@ -1297,10 +1374,10 @@ def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
 
 def test_tour_lists_all_fourteen_topics(reader):
     page = reader.get("/").get_data(as_text=True)
-    for topic in tour.TOPICS:
-        assert f'href="/topics/{topic.number}"' in page
-        assert topic.summary.replace("`", "")[:20] in page.replace("`", "")
-    assert len(tour.TOPICS) == 14
+    for topic in TOPICS:
+        assert f'href="/topics/{topic["number"]}"' in page
+        assert topic["summary"].replace("`", "")[:20] in page.replace("`", "")
+    assert [topic["number"] for topic in TOPICS] == list(range(1, 15))
 
 
 @pytest.mark.parametrize("number", range(1, 15))
@@ -1308,7 +1385,7 @@ def test_topic_page_shows_its_own_section(reader, number):
     page = reader.get(f"/topics/{number}").get_data(as_text=True)
     assert f"# {number}. " in page
     other = number % 14 + 1
-    assert f"# {other}. " not in page.replace(f"{other}. {tour.TOPICS[other - 1].title}", "")
+    assert f"# {other}. " not in page.replace(f"{other}. {TOPICS[other - 1]['title']}", "")
 
 
 @pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/topics/15/tests",
@@ -3975,7 +4052,7 @@ def test_classic_errors_page_shows_each_real_message_and_logs_nothing_unexpected
     assert "Signed in as <strong>alice</strong>" in html  # the inner request did not touch this g
     assert (method.status_code, bare.status_code, csrf.status_code) == (405, 400, 400)
     assert "Unhandled exception" not in caplog.text
-    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in tour.TOPICS[12].demos}
+    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in TOPICS[12]["demos"]}
     assert 'href="/errors/classic"' in client.get("/").get_data(as_text=True)
 
 # --- 13: attacks and faults --------------------------------------------------
@@ -4645,14 +4722,51 @@ def test_highlighting_an_unfinished_fragment_still_shows_all_of_it():
     assert code_lines(html) == [(1, "call(1,"), (2, '    "two"')]
 
 
-def test_the_pages_say_what_the_cheat_sheet_does_and_why_ours_differs(reader):
-    for topic in tour.TOPICS:
-        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
-        assert str(tour.inline_code(topic.cheat_sheet)) in html
-        assert str(tour.inline_code(topic.our_version)) in html
-        for _, endpoint, arguments in topic.demos:
-            with reader.application.test_request_context():
-                assert 'href="%s"' % escape(tour.url_for(endpoint, **arguments)) in html
+def shown_code(html):
+    """The text of each code block on a page, in order, line numbers and markup removed."""
+    return [unescape(re.sub(r"<[^>]+>", "", block)).rstrip("\n")
+            for block in re.findall(r'<pre class="code[^"]*"><code[^>]*>(.*?)</code></pre>', html, re.S)]
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=lambda topic: str(topic["number"]))
+def test_a_topic_page_shows_the_cheat_sheet_then_the_lesson_then_the_demos(reader, topic):
+    html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
+    teaching = LESSONS[topic["number"] - 1] / "teaching"
+    blocks = shown_code(html)
+    # (a) the cheat sheet's snippet and its flaw; (b) the lesson's module, whole, next.
+    assert blocks[0] == (teaching / topic["cheat_sheet"]["file"]).read_text(encoding="utf-8").rstrip("\n")
+    assert str(tour.inline_code(topic["cheat_sheet"]["flaw"])) in html
+    module = LESSONS[topic["number"] - 1] / topic["lesson"]["modules"][0]
+    assert blocks[1] == module.read_text(encoding="utf-8").rstrip("\n")
+    assert f'href="/topics/{topic["number"]}/lesson.zip"' in html
+    # (c) the demos, then (d) what app.py adds, before (e) the section itself.
+    for _, endpoint, arguments in topic["demos"]:
+        with reader.application.test_request_context():
+            assert 'href="%s"' % escape(tour.url_for(endpoint, **arguments)) in html
+    assert html.index('id="lesson-heading"') < html.index('id="adds-heading"') < html.index(
+        'id="source-heading"') < html.index('id="exercises-heading"')
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=lambda topic: str(topic["number"]))
+def test_what_app_py_adds_links_every_addition_to_its_line_of_the_section(reader, topic):
+    first_line, source = tour.source_sections()[topic["number"]]
+    html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
+    assert len(topic["adds"]) >= 3, "each hardened section adds several things to its lesson"
+    for name, why in topic["adds"]:
+        line = tour.name_line(source, first_line, name)
+        assert line is not None, (topic["number"], name)
+        assert name in APP_LINES[line - 1]
+        assert f'<a href="#L{line}"><code>{name}</code></a>: {tour.inline_code(why)}' in html
+    assert "our_version" not in topic  # the paragraph became the list
+
+
+def test_the_imports_a_page_shows_are_what_its_section_needs(reader):
+    source = tour.source_sections()[9][1]
+    imports = tour.import_lines(source, (ROOT / "app.py").read_text(encoding="utf-8"))
+    assert "import sqlite3" in imports.splitlines() and "from flask import" in imports
+    assert "jwt" not in imports and "zipfile" not in imports and "Blueprint" in imports
+    blocks = shown_code(reader.get("/topics/9").get_data(as_text=True))
+    assert blocks[blocks.index(imports) + 1] == source  # just above the section
 
 
 def test_inline_code_escapes_then_marks_backticks():
@@ -4695,40 +4809,40 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
     with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
         browser.open(base + "/", 390)
         browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
-        for number in range(len(tour.TOPICS) + 1):
+        for number in range(len(TOPICS) + 1):
             url = base + (f"/topics/{number}" if number else "/")
             assert_fits(browser, url, 390)  # the API console's fieldsets included
             if number in (1, 6, 11):  # the same layout; 11 has the most above its code
                 browser.open(url, 1280, 720)
                 assert browser.evaluate("document.documentElement.classList.contains('large-text')")
-                code_top = browser.evaluate(
-                    "document.querySelector('.source pre').getBoundingClientRect().top")
+                code_top = browser.evaluate(  # the lesson's module
+                    "document.querySelector('.lesson pre').getBoundingClientRect().top")
                 assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
 
 
 def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(reader):
-    for topic in tour.TOPICS:
-        first_line, source = tour.source_sections()[topic.number]
-        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
-        for panel in topic.elsewhere:
-            if panel.snippet:
-                ast.parse(panel.snippet)
-            if panel.language == "python" and panel.cheat_sheet:
-                ast.parse(panel.cheat_sheet)
-            for name in panel.ours:
+    for topic, folder in zip(TOPICS, LESSONS):
+        first_line, source = tour.source_sections()[topic["number"]]
+        html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
+        for panel in topic["elsewhere"]:
+            if "snippet_file" in panel:
+                ast.parse((folder / "teaching" / panel["snippet_file"]).read_text(encoding="utf-8"))
+            if panel.get("language") == "python" and "cheat_sheet_file" in panel:
+                ast.parse((folder / "teaching" / panel["cheat_sheet_file"]).read_text(encoding="utf-8"))
+            for name in panel["ours"]:
                 line = tour.name_line(source, first_line, name)
-                assert line is not None, (topic.number, name)
+                assert line is not None, (topic["number"], name)
                 assert first_line <= line < first_line + source.count("\n") + 1
-                assert name in APP_LINES[line - 1], (topic.number, name, APP_LINES[line - 1])
+                assert name in APP_LINES[line - 1], (topic["number"], name, APP_LINES[line - 1])
                 assert f'href="#L{line}"><code>{name}</code>' in html and f'id="L{line}"' in html
-    panelled = {topic.number for topic in tour.TOPICS if topic.elsewhere}
+    panelled = {topic["number"] for topic in TOPICS if topic["elsewhere"]}
     assert panelled >= {5, 6, 8, 10, 11, 12, 13, 14}
 
 
 def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(reader):
-    for topic in tour.TOPICS:
-        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
-        listed = {*topic.files, *(path for panel in topic.elsewhere for path in panel.files)}
+    for topic in TOPICS:
+        html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
+        listed = {*topic["files"], *(path for panel in topic["elsewhere"] for path in panel["files"])}
         for path in listed:
             assert (ROOT / path).is_file(), path
             anchor = tour.file_anchor(path)
@@ -4739,13 +4853,15 @@ def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(reader):
             assert shown == (ROOT / path).read_text(encoding="utf-8").rstrip("\n").split("\n"), path
     for number, path in [(4, "templates/welcome.html"), (13, "templates/error.html"),
                          (14, "Dockerfile"), (14, "deploy/nginx.conf"), (8, ".env.example")]:
-        assert path in tour.TOPICS[number - 1].files
+        assert path in TOPICS[number - 1]["files"]
 
 
 def test_a_topic_page_shows_nothing_for_a_file_this_copy_lacks(client, monkeypatch):
-    monkeypatch.setattr(tour, "TOPICS", (*tour.TOPICS[:3], dataclasses.replace(
-        tour.TOPICS[3], files=("templates/no-such-file.html", "templates/welcome.html")),
-        *tour.TOPICS[4:]))
+    lacking = [topic | {"folder": folder.name} | ({"files": ["templates/no-such-file.html",
+                                                              "templates/welcome.html"]}
+                                                   if topic["number"] == 4 else {})
+               for topic, folder in zip(TOPICS, LESSONS)]
+    monkeypatch.setattr(tour, "load_topics", lambda: lacking)
     html = client.get("/topics/4").get_data(as_text=True)
     assert "no-such-file" not in html and 'id="file-templates-welcome-html"' in html
 
@@ -4794,13 +4910,13 @@ def test_every_topic_shows_its_tests_and_a_pytest_command_that_runs_exactly_them
         tour.test_names(biggest))
 
 
-def test_every_topic_ends_with_two_or_three_exercises(reader):
-    for topic in tour.TOPICS:
-        assert 2 <= len(topic.exercises) <= 3, topic.number
-        html = reader.get(f"/topics/{topic.number}").get_data(as_text=True)
-        for exercise in topic.exercises:
-            assert str(tour.inline_code(exercise.task)) in html
-            assert str(tour.inline_code(exercise.check)) in html
+def test_every_topic_ends_with_lesson_exercises_then_app_py_ones(reader):
+    for topic in TOPICS:
+        assert len(topic["exercises"]) >= 2 and 2 <= len(topic["going_further"]) <= 3, topic["number"]
+        html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
+        for exercise in topic["exercises"] + topic["going_further"]:
+            assert str(tour.inline_code(exercise["task"])) in html
+            assert str(tour.inline_code(exercise["check"])) in html
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
@@ -4826,3 +4942,133 @@ def test_a_real_browser_shows_panels_files_tests_exercises_and_the_classic_error
                     "405 Method Not Allowed", "Could not build url for endpoint 'notes'",
                     "TemplateNotFound: 404.html", "BadRequestKeyError: 400 Bad Request"):
         assert message in errors
+
+
+# --- The lessons: each one small, and running alone as the page offers it -----
+
+PINS = (ROOT / "requirements.txt").read_text(encoding="utf-8").split()
+
+
+def lesson_modules(topic, folder):
+    return [folder / name for name in topic["lesson"]["modules"]]
+
+
+@pytest.mark.parametrize("topic", TOPICS, ids=lambda topic: str(topic["number"]))
+def test_each_lesson_is_a_small_folder_with_its_app_tests_requirements_and_readme(topic):
+    folder = LESSONS[topic["number"] - 1]
+    for module in lesson_modules(topic, folder):
+        assert len(module.read_text(encoding="utf-8").splitlines()) <= 100, module
+        tests = (folder / f"test_{module.name}").read_text(encoding="utf-8")
+        assert len(re.findall(r"^def test_", tests, re.M)) >= 2
+        assert re.search(r"^def app\(", tests, re.M) and re.search(r"^def client\(", tests, re.M)
+        readme = (folder / "README.txt").read_text(encoding="utf-8")
+        assert f"flask --app {module.stem} run" in readme and "python -m pytest" in readme
+    assert set((folder / "requirements.txt").read_text(encoding="utf-8").split()) <= set(PINS)
+    assert not (folder / "conftest.py").exists()  # its fixtures are in its test file, to read
+
+
+def test_lessons_are_short_most_under_fifty_lines():
+    sizes = sorted(len(module.read_text(encoding="utf-8").splitlines())
+                   for topic, folder in zip(TOPICS, LESSONS) for module in lesson_modules(topic, folder))
+    assert sizes[len(sizes) // 2] < 50 and sizes[-1] <= 100, sizes
+
+
+class FormCollector(HTMLParser):
+    """The forms of a page: (method, action, {field: value}), hidden values kept."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append((attrs.get("method", "get").upper(), attrs.get("action") or "", {}))
+        elif tag in ("input", "textarea", "select") and self.forms and attrs.get("name"):
+            value = attrs.get("value", "") if attrs.get("type") == "hidden" else "lesson-check"
+            self.forms[-1][2][attrs["name"]] = value
+
+
+def browse_lesson(base):
+    """Follow every link of a served lesson from / and post every form it finds: {what: status}."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    statuses, queue, collector = {}, ["/"], FormCollector()
+
+    def fetch(url, data=None):
+        try:
+            with opener.open(urljoin(base, url), data=data, timeout=10) as response:
+                return response.status, response.read().decode(errors="replace"), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace"), error.headers
+    while queue and len(statuses) < 40:
+        url = queue.pop()
+        if url in statuses:
+            continue
+        statuses[url], body, headers = fetch(url)
+        if headers.get_content_type() == "text/html":
+            queue += [link for link in internal_links(body, urljoin("http://localhost/", url))
+                      if link not in statuses]
+            collector.feed(body)
+    for method, action, fields in collector.forms:
+        target = urljoin("/", action or "/")
+        for values in (fields, {name: value for name, value in fields.items()
+                                if name == "csrf_token"}):  # filled in, then left empty
+            if method == "POST":
+                statuses[f"POST {target} {sorted(values)}"] = fetch(target, urlencode(values).encode())[0]
+            else:
+                statuses[f"GET {target}?{urlencode(values)}"] = fetch(f"{target}?{urlencode(values)}")[0]
+    return statuses
+
+
+def run_downloaded_lesson(folder, modules):
+    """In fresh interpreters that see only `folder`: its tests, then `flask --app M run` per module."""
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("FLASK_", "PYTHON")) and name != "APP_SETTINGS"}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    tests = subprocess.run([sys.executable, "-I", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                           cwd=folder, env=environment, capture_output=True, text=True, timeout=120)
+    served = {}
+    for module in modules:
+        port, log = free_port(), folder.parent / f"{folder.name}-{module}.log"
+        with open(log, "wb") as output:
+            server = subprocess.Popen([sys.executable, "-I", "-m", "flask", "--app", module, "run",
+                                       "--port", str(port)], cwd=folder, env=environment,
+                                      stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: server.poll() is not None or port_open(port), f"flask run of {module}", 30)
+            served[module] = (browse_lesson(f"http://127.0.0.1:{port}") if server.poll() is None
+                              else {"flask run exited": log.read_text(errors="replace")})
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    return tests, served
+
+
+def port_open(port):
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def test_every_lesson_downloads_and_runs_alone_in_an_empty_folder(reader, tmp_path):
+    archives = {}
+    for topic, folder in zip(TOPICS, LESSONS):
+        response = reader.get(f"/topics/{topic['number']}/lesson.zip")
+        assert response.status_code == 200 and response.mimetype == "application/zip"
+        assert f"{folder.name}.zip" in response.headers["Content-Disposition"]
+        with zipfile.ZipFile(io.BytesIO(response.data)) as archive:
+            names = archive.namelist()
+            assert {name.split("/")[0] for name in names} == {folder.name}  # one folder
+            assert not any("/teaching/" in name or "__pycache__" in name for name in names)
+            assert f"{folder.name}/{topic['lesson']['modules'][0]}" in names
+            archive.extractall(tmp_path / str(topic["number"]))
+        archives[topic["number"]] = (tmp_path / str(topic["number"]) / folder.name,
+                                     [Path(name).stem for name in topic["lesson"]["modules"]])
+    with ThreadPoolExecutor(4) as pool:
+        results = dict(zip(archives, pool.map(lambda job: run_downloaded_lesson(*job),
+                                              archives.values())))
+    for number, (tests, served) in results.items():
+        assert tests.returncode == 0 and " passed" in tests.stdout, (number, tests.stdout[-2000:])
+        for module, statuses in served.items():
+            assert statuses.get("/") == 200, (number, module, statuses)
+            assert all(status < 500 for status in statuses.values()), (number, module, statuses)
