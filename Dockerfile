@@ -32,6 +32,8 @@ RUN groupadd --system --gid 10001 flask \
 COPY app.py ./
 COPY templates/ templates/
 COPY static/ static/
+# The tour's topic pages show each lesson and offer it as a download.
+COPY lessons/ lessons/
 COPY deploy/gunicorn.conf.py deploy/
 
 # Numeric, so that a platform can check it is not root without reading /etc/passwd.

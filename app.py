@@ -1657,7 +1657,8 @@ class NoteListAPI(MethodView):
     def get(self):
         errors = {}
         number = whole_number_argument("page", 1, API_MAX_PAGE, errors)
-        page_size = whole_number_argument("per_page", 20, API_MAX_PAGE_SIZE, errors)
+        page_size = whole_number_argument("per_page", min(20, API_MAX_PAGE_SIZE), API_MAX_PAGE_SIZE,
+                                          errors)
         query = request.args.get("q", "")
         if message := SEARCH_FIELD.check(query):
             errors["q"] = message

@@ -4780,8 +4780,8 @@ def test_api_console_only_on_the_rest_and_jwt_topics(reader, number):
         assert ('data-users-url="/api/users"' in html and 'data-token-url="/api/token"' in html
                 and 'data-notes-url="/api/notes"' in html)
         assert re.search(r'<section class="api-console"[^>]* hidden', html)  # shown by app.js
-    else:
-        assert "data-api-console" not in html
+    else:  # topic 2 shows the console's template among its files, but runs none
+        assert not re.search(r'<section class="api-console"', html)
 
 
 def test_api_console_urls_keep_the_mount_prefix(client):
@@ -4971,6 +4971,15 @@ def test_lessons_are_short_most_under_fifty_lines():
     sizes = sorted(len(module.read_text(encoding="utf-8").splitlines())
                    for topic, folder in zip(TOPICS, LESSONS) for module in lesson_modules(topic, folder))
     assert sizes[len(sizes) // 2] < 50 and sizes[-1] <= 100, sizes
+
+
+def test_readme_lists_every_lesson_with_its_size():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for topic, folder in zip(TOPICS, LESSONS):
+        sizes = " + ".join(str(len(module.read_text(encoding="utf-8").splitlines()))
+                           for module in lesson_modules(topic, folder))
+        row = rf"^\| {topic['number']} \| .*\[`{folder.name}/`\]\(lessons/{folder.name}/\).* \| {sizes} \| "
+        assert re.search(row, readme, re.M), (folder.name, sizes)
 
 
 class FormCollector(HTMLParser):

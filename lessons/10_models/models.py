@@ -64,7 +64,7 @@ class Note:
 
 def create_app(test_config=None):
     """Create and configure the app (flaskr's factory; `flask --app models` finds it)."""
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__)
     # dev only: set a long random SECRET_KEY in production, anyone who knows it can forge a session
     app.config.from_mapping(SECRET_KEY=os.environ.get("SECRET_KEY", "dev"),
                             DATABASE=os.path.join(app.instance_path, "models.sqlite"))

@@ -4,13 +4,11 @@ import os
 import secrets
 import sqlite3
 
-from flask import Flask, abort, current_app, flash, g, redirect, render_template, request, session
-from flask import url_for
+from flask import Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY, username TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL);"""
-
 
 def get_db():
     """The request's database connection, opened on first use and kept on `g`."""
@@ -22,13 +20,11 @@ def get_db():
         g.db.executescript(SCHEMA)  # creates the table the first time, does nothing after
     return g.db
 
-
 def close_db(exception=None):
     """Close the request's connection, if it opened one."""
     db = g.pop("db", None)
     if db is not None:
         db.close()
-
 
 def login_required(view):
     """Send visitors who have not logged in to the login page instead of `view`."""
@@ -38,7 +34,6 @@ def login_required(view):
             return redirect(url_for("login"))
         return view(*args, **kwargs)
     return wrapped
-
 
 def create_app(test_config=None):
     """Create and configure the app (flaskr's factory; `flask --app auth_sessions` finds it)."""
@@ -55,14 +50,15 @@ def create_app(test_config=None):
         token = session.setdefault("csrf_token", secrets.token_urlsafe(32))
         sent = request.form.get("csrf_token", "")  # another site can post here, not read this
         if request.method == "POST" and not secrets.compare_digest(sent.encode(), token.encode()):
-            abort(400, "The form is out of date. Go back, reload the page and try again.")
+            return "The form is out of date. Go back, reload the page and try again.", 400
 
     @app.route("/", methods=["GET", "POST"])
     def login():
         """The home page: log in, checking the password against the stored hash."""
         if request.method == "POST":
             username, password = request.form.get("username", ""), request.form.get("password", "")
-            user = get_db().execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+            user = get_db().execute("SELECT * FROM users WHERE username = ?",
+                                    (username,)).fetchone()
             if user and check_password_hash(user["password_hash"], password):
                 session.clear()  # a fresh session: nothing planted in it before login survives
                 session["user_id"], session["username"] = user["id"], user["username"]
@@ -81,7 +77,7 @@ def create_app(test_config=None):
                 try:
                     db = get_db()
                     db.execute("INSERT INTO users (username, password_hash) VALUES (?, ?)",
-                               (username.strip(), generate_password_hash(password)))
+                               (username, generate_password_hash(password)))
                     db.commit()
                     flash("You are registered: now log in.")
                     return redirect(url_for("login"))
