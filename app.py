@@ -2076,8 +2076,10 @@ def csrf_refusal():
 # ---------------------------------------------------------------------------
 # Production runs `gunicorn -c deploy/gunicorn.conf.py app:app` (workers from
 # WEB_CONCURRENCY) behind nginx, which balances two instances and serves static/ itself;
-# see Dockerfile, docker-compose.yml and deploy/nginx.conf. `/healthz` tells Docker and
-# nginx whether the app can write to its database. Behind a proxy, ProxyFix makes
+# see Dockerfile, docker-compose.yml and deploy/nginx.conf. `/healthz` tells whether the app
+# can write to its database; the Dockerfile's HEALTHCHECK calls it (compose starts nginx once
+# both instances pass), and so does deploy/local.sh after each start (nginx never does: it
+# notices a dead instance only by failed requests). Behind a proxy, ProxyFix makes
 # `remote_addr`, the scheme, host and prefix those of the client, but only for the number
 # of proxies you configure in TRUSTED_PROXIES: trusting X-Forwarded-* from anyone would
 # let clients spoof their address. That is also why the gunicorn settings file turns off
