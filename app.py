@@ -1859,8 +1859,8 @@ def finish_request(response):
     if current_app.config["ACCESS_LOG"]:
         # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
         path = request.path if request.path.isprintable() else repr(request.path)
-        current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
-                                response.status_code, elapsed_ms, g.request_id)
+        current_app.logger.info("%s %s %s %s %.1fms %s", request.remote_addr, request.method,
+                                path, response.status_code, elapsed_ms, g.request_id)
     return response
 
 

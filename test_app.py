@@ -3747,9 +3747,10 @@ def test_a_security_header_the_view_set_itself_is_kept_not_doubled(app, client):
 
 def test_access_log_line(client, caplog):
     with caplog.at_level("INFO", logger="app"):
-        response = client.get("/data", headers={"X-Request-ID": "trace-me"})
+        response = client.get("/data", headers={"X-Request-ID": "trace-me"},
+                              environ_base={"REMOTE_ADDR": "198.51.100.4"})
     assert response.status_code == 200
-    assert re.search(r"GET /data 200 \d+\.\dms trace-me", caplog.text)
+    assert re.search(r"198\.51\.100\.4 GET /data 200 \d+\.\dms trace-me", caplog.text)
 
 
 def test_access_log_line_cannot_be_forged_through_the_path(client, caplog):
@@ -4292,6 +4293,8 @@ def test_nginx_balances_two_gunicorn_instances(tmp_path):
         wait_for(lambda: 'GET /data HTTP/1.1" 200' in nginx_log.read_text().splitlines()[-1],
                  "nginx's access log")
         assert nginx_log.read_text().splitlines()[-1].endswith(" id=via-nginx")  # the app's id
+        assert re.match(r'127\.0\.0\.1 \[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d\] "GET ',
+                        nginx_log.read_text().splitlines()[-1])  # who, and when
 
 
 # --- 14: attacks and faults --------------------------------------------------
