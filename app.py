@@ -2128,11 +2128,26 @@ HEALTH_SCHEMA = "CREATE TABLE IF NOT EXISTS health_checks (checked_at REAL NOT N
 def set_up_deployment(state):
     """The health check's table, and ProxyFix when TRUSTED_PROXIES counts the proxies in front."""
     add_schema(state.app, HEALTH_SCHEMA)
+    refuse_gunicorn_script_name()
     state.app.config.setdefault("TRUSTED_PROXIES", 0)
     proxies = int(state.app.config["TRUSTED_PROXIES"])
     if proxies:
         state.app.wsgi_app = ProxyFix(state.app.wsgi_app, x_for=proxies, x_proto=proxies,
                                       x_host=proxies, x_port=proxies, x_prefix=proxies)
+
+
+def refuse_gunicorn_script_name():
+    """Stop at start when gunicorn was given SCRIPT_NAME, saying what to do instead."""
+    # gunicorn takes SCRIPT_NAME from its environment off every path and answers 500 to a
+    # path outside it, while the session cookie would still cover "/": a half-mounted app.
+    prefix = os.environ.get("SCRIPT_NAME")
+    if prefix and os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        raise RuntimeError(
+            f"SCRIPT_NAME={prefix} is set in gunicorn's environment; Flask Tour does not take "
+            "its prefix from there. Unset it, and serve the app under a prefix as "
+            "docs/deployment.md says (\"Under a URL prefix\"): nginx sends X-Forwarded-Prefix "
+            f"with FLASK_TRUSTED_PROXIES=1, and FLASK_SESSION_COOKIE_PATH={prefix} keeps the "
+            "session cookie there.")
 
 
 # ---------------------------------------------------------------------------

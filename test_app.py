@@ -4437,6 +4437,16 @@ def test_documented_gunicorn_command_trusts_no_local_client(tmp_path, clean_work
     assert "Control socket" not in server.output() and "Control server" not in server.output()
 
 
+def test_gunicorn_given_a_script_name_stops_at_start_and_says_what_to_do(tmp_path):
+    # Served, every path outside /demo would be gunicorn's 500 and the cookie would cover "/".
+    with pytest.raises(RuntimeError, match="exited") as failure:
+        with run_gunicorn(tmp_path, workers=1, env={"SCRIPT_NAME": "/demo"}):
+            pass
+    assert "SCRIPT_NAME=/demo is set in gunicorn's environment" in str(failure.value)
+    assert "X-Forwarded-Prefix" in str(failure.value)
+    assert "FLASK_SESSION_COOKIE_PATH=/demo" in str(failure.value)
+
+
 # nginx: forged scheme headers, its own pages, a stalled instance -------------
 
 
