@@ -6,6 +6,7 @@ import dataclasses
 import fcntl
 import functools
 import http.client
+import importlib.metadata
 import importlib.util
 import inspect
 import io
@@ -1003,6 +1004,17 @@ def test_readme_first_screen_has_a_virtualenv_and_the_two_commands():
     assert "docs/deployment.md" in readme and "docs/performance.md" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.rstrip().splitlines()[-1] == test.strip()  # .ci/run runs the README's command
+
+
+def test_readme_names_the_python_the_pins_need_and_the_tour_shows_the_venv_step(reader):
+    needed = max(tuple(map(int, re.search(r">=\s*(\d+)\.(\d+)", requires).groups()))
+                 for name in ("flask", "python-dotenv", "pytest", "gunicorn", "click")
+                 if (requires := importlib.metadata.metadata(name)["Requires-Python"]))
+    assert "With Python %d.%d or newer" % needed in (ROOT / "README.md").read_text()
+    run_it = re.search(r'<section class="run-it".*?</section>', reader.get("/").text, re.S)[0]
+    assert "python3 -m venv .venv &amp;&amp; . .venv/bin/activate\n" in run_it
+    # No .pytest_cache/ left in the checkout, whatever command runs the tests.
+    assert "-p no:cacheprovider" in (ROOT / "pytest.ini").read_text().split("addopts =")[1]
 
 
 def test_no_class_replaces_a_part_of_flask_or_werkzeug():
