@@ -17,9 +17,11 @@ WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes, not on
 # every change to the code. Only what runs the app, at the pinned versions: the test runner
-# (pytest) stays out of the image.
+# (pytest) stays out of the image. Through a file, not $(grep …): no word splitting.
 COPY requirements.txt .
-RUN pip install --no-cache-dir $(grep -v '^pytest==' requirements.txt)
+RUN grep -v '^pytest==' requirements.txt > /tmp/runtime.txt \
+    && pip install --no-cache-dir -r /tmp/runtime.txt \
+    && rm /tmp/runtime.txt
 
 # An unprivileged user. The code stays owned by root (the app cannot change it); only the
 # instance folder, where the SQLite file and the generated secret key live, is the app's.

@@ -1871,8 +1871,8 @@ def finish_request(response):
     if current_app.config["ACCESS_LOG"]:
         # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
         path = request.path if request.path.isprintable() else repr(request.path)
-        current_app.logger.info("%s %s %s %.1fms %s", request.method, path,
-                                response.status_code, elapsed_ms, g.request_id)
+        current_app.logger.info("%s %s %s %s %.1fms %s", request.remote_addr, request.method,
+                                path, response.status_code, elapsed_ms, g.request_id)
     return response
 
 
@@ -2088,8 +2088,10 @@ def csrf_refusal():
 # ---------------------------------------------------------------------------
 # Production runs `gunicorn -c deploy/gunicorn.conf.py app:app` (workers from
 # WEB_CONCURRENCY) behind nginx, which balances two instances and serves static/ itself;
-# see Dockerfile, docker-compose.yml and deploy/nginx.conf. `/healthz` tells Docker and
-# nginx whether the app can write to its database. Behind a proxy, ProxyFix makes
+# see Dockerfile, docker-compose.yml and deploy/nginx.conf. `/healthz` tells whether the app
+# can write to its database; the Dockerfile's HEALTHCHECK calls it (compose starts nginx once
+# both instances pass), and so does deploy/local.sh after each start (nginx never does: it
+# notices a dead instance only by failed requests). Behind a proxy, ProxyFix makes
 # `remote_addr`, the scheme, host and prefix those of the client, but only for the number
 # of proxies you configure in TRUSTED_PROXIES: trusting X-Forwarded-* from anyone would
 # let clients spoof their address. That is also why the gunicorn settings file turns off
@@ -2138,11 +2140,26 @@ HEALTH_SCHEMA = "CREATE TABLE IF NOT EXISTS health_checks (checked_at REAL NOT N
 def set_up_deployment(state):
     """The health check's table, and ProxyFix when TRUSTED_PROXIES counts the proxies in front."""
     add_schema(state.app, HEALTH_SCHEMA)
+    refuse_gunicorn_script_name()
     state.app.config.setdefault("TRUSTED_PROXIES", 0)
     proxies = int(state.app.config["TRUSTED_PROXIES"])
     if proxies:
         state.app.wsgi_app = ProxyFix(state.app.wsgi_app, x_for=proxies, x_proto=proxies,
                                       x_host=proxies, x_port=proxies, x_prefix=proxies)
+
+
+def refuse_gunicorn_script_name():
+    """Stop at start when gunicorn was given SCRIPT_NAME, saying what to do instead."""
+    # gunicorn takes SCRIPT_NAME from its environment off every path and answers 500 to a
+    # path outside it, while the session cookie would still cover "/": a half-mounted app.
+    prefix = os.environ.get("SCRIPT_NAME")
+    if prefix and os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        raise RuntimeError(
+            f"SCRIPT_NAME={prefix} is set in gunicorn's environment; Flask Tour does not take "
+            "its prefix from there. Unset it, and serve the app under a prefix as "
+            "docs/deployment.md says (\"Under a URL prefix\"): nginx sends X-Forwarded-Prefix "
+            f"with FLASK_TRUSTED_PROXIES=1, and FLASK_SESSION_COOKIE_PATH={prefix} keeps the "
+            "session cookie there.")
 
 
 # ---------------------------------------------------------------------------
