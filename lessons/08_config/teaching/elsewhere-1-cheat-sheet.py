@@ -1,2 +1,0 @@
-app.config['DEBUG'] = True
-app.config.from_envvar('APP_SETTINGS')

@@ -1,3 +1,0 @@
-@app.errorhandler(404)
-def not_found(e):
-    return render_template('404.html'), 404
