@@ -1,8 +1,9 @@
 """Flask Tour: every topic of the Flask cheat sheet, working live, in one module.
 
 Run it with ``flask run`` (no configuration needed), then open http://127.0.0.1:5000/.
-Each numbered section below is one topic of the cheat sheet; the tour shows each section's
-source beside its live demo, so the code you read is the code that runs. A section copies
+Each numbered section below is one topic of the cheat sheet, hardened for production; each
+topic page shows its beginner's lesson (lessons/NN_name/) first, then this section's
+source beside its live demos, so the code you read is the code that runs. A section copies
 alone: paste it, with the sections its "Uses" line names, into your own project and
 register it as `create_app` does.
 
@@ -14,7 +15,7 @@ JSON Web Tokens, which have none, have an `init_*(app)` function, as flaskr's
 The file is in the order the sections build on each other (as minitwit reads, each section
 after the ones it uses); the banners keep the cheat sheet's numbers, so "find `# 5.`" lands
 on topic 5. Three places read ahead: `create_app` (topic 1) registers every later section;
-the tour's two views (topic 2) use the topic table of the appendix at the end; and within a
+the tour's views (topic 2) use the appendix at the end, which reads each lesson; and within a
 section the cheat sheet's construct comes first, the helpers and constants it calls after it.
 Python looks those names up when a request runs, so the order works.
 """
@@ -2170,7 +2171,7 @@ def refuse_gunicorn_script_name():
 # panels) lives beside its lesson, in lessons/NN_name/teaching/; `source_sections` finds
 # each numbered section of this very file by its banner, so the code on screen is the code
 # that runs; `highlight_python` colours it with the standard library's tokenizer, so the
-# page needs no JavaScript.
+# page needs no JavaScript. A copy of the tour brings lessons/ along: it is what the pages show.
 # Uses `tour_bp` (section 2); topic.html extends base.html (section 4).
 
 
@@ -2268,7 +2269,7 @@ def topic_context(topic):
                                topic["cheat_sheet"]["language"], anchor="sheet"),
         lesson=[shown_file(path, folder.parent)
                 for path in lesson_files(folder, topic["lesson"]["modules"])],
-        lesson_module=Path(topic["lesson"]["modules"][0]).stem,
+        lesson_modules=[Path(name).stem for name in topic["lesson"]["modules"]],
         adds=[(name, why, name_line(source, first_line, name)) for name, why in topic["adds"]],
         imports=highlight_python(import_lines(source, read_text(__file__)), anchor="imports-L"),
         source=source,

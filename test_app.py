@@ -4945,6 +4945,11 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_path):
     with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
+        for number in range(1, len(TOPICS) + 1):  # normal text, projected at 1280×720
+            browser.open(base + f"/topics/{number}", 1280, 720)
+            lesson_top = browser.evaluate(  # the lesson's module: a few of its lines show
+                "document.querySelector('.lesson pre').getBoundingClientRect().top")
+            assert lesson_top < 720 - 100, (number, lesson_top)
         browser.open(base + "/", 390)
         browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
         for number in range(len(TOPICS) + 1):
@@ -4953,9 +4958,9 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
             if number in (1, 6, 11):  # the same layout; 11 has the most above its code
                 browser.open(url, 1280, 720)
                 assert browser.evaluate("document.documentElement.classList.contains('large-text')")
-                code_top = browser.evaluate(  # the lesson's module
-                    "document.querySelector('.lesson pre').getBoundingClientRect().top")
-                assert code_top < 720 - 100, (number, code_top)  # a few lines of code show
+                code_top = browser.evaluate(  # large text: the cheat sheet's snippet, then the lesson
+                    "document.querySelector('.cheat-sheet pre').getBoundingClientRect().top")
+                assert code_top < 720 - 100, (number, code_top)
 
 
 def test_every_library_snippet_is_python_and_every_line_link_is_a_line_of_the_section(reader):
@@ -5105,6 +5110,20 @@ def test_each_lesson_is_a_small_folder_with_its_app_tests_requirements_and_readm
     assert not (folder / "conftest.py").exists()  # its fixtures are in its test file, to read
 
 
+def test_app_py_holds_no_code_as_a_string():
+    # The teaching text and the libraries' snippets live with the lessons: app.py is code that runs.
+    tree = ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            with contextlib.suppress(SyntaxError):
+                code = ast.parse(node.value)
+                assert not any(isinstance(part, (ast.FunctionDef, ast.ClassDef, ast.Import,
+                                                 ast.ImportFrom)) for part in ast.walk(code)), node.value
+
+
 def test_lessons_are_short_most_under_fifty_lines():
     sizes = sorted(len(module.read_text(encoding="utf-8").splitlines())
                    for topic, folder in zip(TOPICS, LESSONS) for module in lesson_modules(topic, folder))
@@ -5116,7 +5135,7 @@ def test_readme_lists_every_lesson_with_its_size():
     for topic, folder in zip(TOPICS, LESSONS):
         sizes = " + ".join(str(len(module.read_text(encoding="utf-8").splitlines()))
                            for module in lesson_modules(topic, folder))
-        row = rf"^\| {topic['number']} \| .*\[`{folder.name}/`\]\(lessons/{folder.name}/\).* \| {sizes} \| "
+        row = rf"^\| {topic['number']} \| .*\[`{folder.name}/`\]\(lessons/{folder.name}/\).* \| {re.escape(sizes)} \| "
         assert re.search(row, readme, re.M), (folder.name, sizes)
 
 

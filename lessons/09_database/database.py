@@ -1,4 +1,8 @@
-"""Lesson 9: one SQLite connection per request, kept on `g` and closed at teardown."""
+"""Lesson 9: one SQLite connection per request, kept on `g` and closed at teardown.
+
+`g` is a place Flask gives each request for its own things; teardown is what runs when the
+request is over, even after an error.
+"""
 import os
 import secrets
 import sqlite3
@@ -14,7 +18,7 @@ def get_db():
     """The request's database connection, opened on first use and kept on `g`."""
     if "db" not in g:
         path = current_app.config["DATABASE"]
-        os.makedirs(os.path.dirname(path), exist_ok=True)  # the instance folder, made when needed
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # instance/: for data, not code
         g.db = sqlite3.connect(path)
         g.db.row_factory = sqlite3.Row  # rows behave like dicts: row["text"]
         g.db.executescript(SCHEMA)  # creates the table the first time, does nothing after
@@ -50,7 +54,8 @@ def create_app(test_config=None):
     def check_csrf():
         """Give each visitor a secret form token; refuse a POST that does not send it back."""
         token = session.setdefault("csrf_token", secrets.token_urlsafe(32))
-        sent = request.form.get("csrf_token", "")  # another site can post here, not read this
+        # Another site can make your browser post this form, but it cannot read this token.
+        sent = request.form.get("csrf_token", "")
         if request.method == "POST" and not secrets.compare_digest(sent.encode(), token.encode()):
             abort(400, "The form is out of date. Go back, reload the page and try again.")
 
@@ -63,6 +68,8 @@ def create_app(test_config=None):
             text = request.form.get("text", "").strip()
             if not text:
                 error = "Write a message first."
+            elif len(text) > 200:  # maxlength in the page stops a browser, not a script
+                error = "At most 200 characters, please."
             else:
                 # The ? hands the text to SQLite as a value: quotes in it are never run as SQL.
                 db.execute("INSERT INTO messages (text) VALUES (?)", (text,))

@@ -48,7 +48,7 @@ def create_app(test_config=None):
     def check_csrf():
         """Give each visitor a secret form token; refuse a POST that does not send it back."""
         token = session.setdefault("csrf_token", secrets.token_urlsafe(32))
-        sent = request.form.get("csrf_token", "")  # another site can post here, not read this
+        sent = request.form.get("csrf_token", "")  # another site can't read it: only we have it
         if request.method == "POST" and not secrets.compare_digest(sent.encode(), token.encode()):
             return "The form is out of date. Go back, reload the page and try again.", 400
 
@@ -56,9 +56,9 @@ def create_app(test_config=None):
     def login():
         """The home page: log in, checking the password against the stored hash."""
         if request.method == "POST":
-            username, password = request.form.get("username", ""), request.form.get("password", "")
-            user = get_db().execute("SELECT * FROM users WHERE username = ?",
-                                    (username,)).fetchone()
+            username = request.form.get("username", "").strip()  # "ann " is "ann"
+            password = request.form.get("password", "")
+            user = get_db().execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
             if user and check_password_hash(user["password_hash"], password):
                 session.clear()  # a fresh session: nothing planted in it before login survives
                 session["user_id"], session["username"] = user["id"], user["username"]
@@ -70,15 +70,15 @@ def create_app(test_config=None):
     def register():
         """Create an account; only a hash of the password is stored, never the password."""
         if request.method == "POST":
-            username, password = request.form.get("username", ""), request.form.get("password", "")
-            if not username.strip() or not password:
+            username = request.form.get("username", "").strip()
+            password = request.form.get("password", "")
+            if not username or not password:
                 flash("Choose a username and a password.")
             else:
                 try:
-                    db = get_db()
-                    db.execute("INSERT INTO users (username, password_hash) VALUES (?, ?)",
-                               (username, generate_password_hash(password)))
-                    db.commit()
+                    get_db().execute("INSERT INTO users (username, password_hash) VALUES (?, ?)",
+                                     (username, generate_password_hash(password)))
+                    get_db().commit()  # the same connection: get_db keeps it on g
                     flash("You are registered: now log in.")
                     return redirect(url_for("login"))
                 except sqlite3.IntegrityError:  # the table's UNIQUE rule refused a second one

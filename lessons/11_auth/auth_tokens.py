@@ -35,15 +35,16 @@ def read_token(token, key):
     try:
         header, payload, signature = token.split(".")
         # compare_digest takes as long for a near miss as for a wild guess: timing tells nothing.
-        genuine = hmac.compare_digest(b64url_decode(signature), sign(key, header + "." + payload))
-    except ValueError:  # not three parts, or not base64url text
+        if not hmac.compare_digest(b64url_decode(signature), sign(key, header + "." + payload)):
+            return None  # changed by someone who does not know the key, or signed with another key
+        header, claims = json.loads(b64url_decode(header)), json.loads(b64url_decode(payload))
+    except ValueError:  # not three parts, not base64url, or not JSON
         return None
-    if not genuine:
-        return None  # changed by someone who does not know the key, or signed with another key
     # Never let a token choose how it is checked ("alg": "none" would mean "no signature").
-    if json.loads(b64url_decode(header)).get("alg") != "HS256":
+    if not isinstance(header, dict) or header.get("alg") != "HS256":
         return None
-    claims = json.loads(b64url_decode(payload))
+    if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
+        return None  # ours always say who (sub) and until when (exp)
     return claims if claims["exp"] > time.time() else None  # expired tokens are refused
 
 def create_app(test_config=None):
@@ -86,7 +87,7 @@ def create_app(test_config=None):
             message = "Send the header 'Authorization: Bearer <token>'."
         else:
             claims = read_token(token, app.config["SECRET_KEY"])
-            if claims is not None and claims["sub"] in app.config["USERS"]:
+            if claims is not None and str(claims.get("sub")) in app.config["USERS"]:
                 return {"username": claims["sub"]}
             message = "The token is invalid or has expired: get a new one from /api/token."
         return {"message": message}, 401, {"WWW-Authenticate": "Bearer"}

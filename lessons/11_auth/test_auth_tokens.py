@@ -62,3 +62,12 @@ def test_only_hs256_is_accepted(client):
     header = b64url(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
     signature = b64url(sign("test", f"{header}.{claims}"))
     assert me(client, f"{header}.{claims}.{signature}").status_code == 401
+
+
+def test_a_signed_token_with_odd_claims_is_refused_not_a_crash(client):
+    # Anyone who knows the key (the public "dev" one, say) can sign anything: still no 500.
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    for claims in ({"sub": "bob"}, {"sub": "bob", "exp": "soon"}, ["bob"], {"sub": ["bob"], "exp": 9999999999}):
+        payload = b64url(json.dumps(claims).encode())
+        signature = b64url(sign("test", f"{header}.{payload}"))
+        assert me(client, f"{header}.{payload}.{signature}").status_code == 401, claims
