@@ -2178,9 +2178,15 @@ def refuse_gunicorn_script_name():
 def load_topics():
     """Every topic's teaching text, from lessons/NN_name/teaching/topic.json, in order."""
     lessons = Path(current_app.root_path) / "lessons"
-    return [json.loads(read_text(folder / "teaching" / "topic.json")) | {"folder": folder.name}
+    return [parse_topic(read_text(folder / "teaching" / "topic.json")) | {"folder": folder.name}
             for folder in sorted(lessons.glob("[0-9][0-9]_*"))
             if (folder / "teaching" / "topic.json").is_file()]
+
+
+@functools.cache  # pure, as `read_version`: each version of a file is parsed once
+def parse_topic(text):
+    """A topic.json file's text as a dict (the pages only read it)."""
+    return json.loads(text)
 
 
 # A page shows a dozen files and their highlighted code: each file is read and worked out
