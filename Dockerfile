@@ -36,6 +36,8 @@ COPY templates/ templates/
 COPY static/ static/
 # The tour's topic pages show each lesson and offer it as a download.
 COPY lessons/ lessons/
+# The list of the app's own settings: /config hides every setting it does not name.
+COPY .env.example ./
 COPY deploy/gunicorn.conf.py deploy/
 
 # Numeric, so that a platform can check it is not root without reading /etc/passwd.

@@ -65,7 +65,8 @@ from flask.cli import load_dotenv, with_appcontext
 from flask.views import MethodView
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
-from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed, TooManyRequests
+from werkzeug.exceptions import (BadHost, Forbidden, HTTPException, MethodNotAllowed,
+                                 TooManyRequests)
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BuildError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -382,8 +383,10 @@ def field_schemas(fields):
 # (`from_prefixed_env`, with `.env` loaded by python-dotenv without overriding real
 # variables), then the mapping given to `create_app`. Each section then adds its own
 # defaults with `app.config.setdefault`, which never overrides a value set here.
-# `/config` shows where each setting came from. With no SECRET_KEY at all, one is
-# generated once into the instance folder; a weak one is refused outside debug and testing.
+# `/config` shows where each setting came from; it hides secrets, and every setting that
+# neither Flask nor .env.example (the list of the app's own) names. With no SECRET_KEY at
+# all, one is generated once into the instance folder; a weak one is refused outside debug
+# and testing.
 # Uses nothing from other sections; its page extends base.html (section 4).
 
 DEFAULTS = {  # Flask's own settings that this app changes
@@ -433,26 +436,33 @@ def show_config():
 
 
 EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|PRIVATE|CREDENTIAL|_KEY$|_TOKEN$")
+SECRET_NAME = re.compile(
+    r"SECRET|PASS|PWD|CREDENTIAL|PRIVATE|AUTH|SIGNATURE|APIKEY|(^|_)PIN(_|$)|_KEY$|_TOKEN$")
 SERVER_PATHS = {"DATABASE"}  # where files live on the server is no visitor's business
 
 
 def shown_value(key, value, source):
-    """The value as /config shows it: secrets, unknown text and server paths masked."""
-    # A setting neither Flask nor a section default explains may hold a password in its text
-    # (FLASK_DB_URL=postgres://user:password@…); a number or true/false cannot hide one.
-    known = key in Flask.default_config or key in DEFAULTS or source is None
-    if SECRET_NAME.search(key) or not (known or is_plain_number(value)):
+    """The value as /config shows it: secrets, settings this app does not know, and server
+    paths masked."""
+    # A setting that neither Flask nor a section defines is someone else's, and may be a
+    # secret of any type under any name: FLASK_DB_URL=postgres://user:pw@…, FLASK_DOOR=4821.
+    known = (key in Flask.default_config or key in DEFAULTS or source is None
+             or key in documented_settings(current_app.root_path))
+    if SECRET_NAME.search(key) or not known:
         return "•••••• (hidden)"
     if key in SERVER_PATHS:
         return "•••••• (a path on the server)"
     return repr(value)
 
 
-def is_plain_number(value):
-    """True for a number, true/false, or a list of numbers, as FLASK_* variables give them."""
-    values = value if isinstance(value, list) else [value]
-    return bool(values) and all(isinstance(item, (bool, int, float)) for item in values)
+@functools.cache
+def documented_settings(folder):
+    """The settings .env.example names: every one a section defines (a test checks that)."""
+    try:
+        text = Path(folder, ".env.example").read_text(encoding="utf-8")
+    except OSError:  # not shipped (the Docker image): settings set from outside stay hidden
+        return frozenset()
+    return frozenset(re.findall(r"^# FLASK_([A-Z0-9_]+)=", text, re.MULTILINE))
 
 
 def instance_secret_key(instance_path):
@@ -760,6 +770,12 @@ class Note:
         where = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
         return paginate(cls, where, (user_id, pattern, pattern), number, size)
 
+    @classmethod
+    def count_for_user(cls, user_id):
+        """How many notes the user has."""
+        return get_db().execute("SELECT count(*) FROM notes WHERE user_id = ?",
+                                (user_id,)).fetchone()[0]
+
     def update(self, title=None, body=None):
         """Change the given fields and the modification time; given nothing, change nothing."""
         if title is None and body is None:
@@ -870,16 +886,17 @@ def init_models(app):
 # After login the session cookie carries the user's id, signed with SECRET_KEY so it
 # cannot be forged. A hook loads `g.user` from it before every request, and
 # `login_required` sends visitors without one to the login page, then back. Repeated
-# failed logins are throttled in `authenticate`, and registrations per address in
-# `check_registration_rate`, across every worker process. A signed cookie alone cannot be
-# logged out: the server keeps nothing, so a copy stays valid until it expires. So the
-# session also carries the account's random `session_id`, checked on every request;
-# `log_out` replaces it, and every copy of the old cookie (and every token, whose `sid`
-# claim holds it) turns anonymous, on every device. Being random, it never matches a later
-# account given the same id after a deletion or `flask init-db`. The LOGIN_VIEW setting
-# names your login page's endpoint, as Flask-Login's `login_view` does.
-# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`
-# (section 10), and the login page `forms.login` (section 5).
+# failed logins are throttled in `authenticate`, registrations per address in
+# `create_account`, and note writes per account in `check_note_write`, across every worker
+# process. A signed cookie alone cannot be logged out: the server keeps nothing, so a copy
+# stays valid until it expires. So the session also carries the account's random
+# `session_id`, checked on every request; `log_out` replaces it, and every copy of the old
+# cookie (and every token, whose `sid` claim holds it) turns anonymous, on every device.
+# Being random, it never matches a later account given the same id after a deletion or
+# `flask init-db`. The LOGIN_VIEW setting names your login page's endpoint, as
+# Flask-Login's `login_view` does.
+# Uses `is_api_request` (section 7), `add_schema` and `get_db` (section 9), `User`,
+# `UsernameTaken` and `Note` (section 10), and the login page `forms.login` (section 5).
 
 auth_bp = Blueprint("auth", __name__)
 
@@ -921,8 +938,9 @@ def log_in(user):
 
 
 # A browser that has logged in to an account before keeps a signed cookie that says so (not
-# in the session, which logout clears). The per-username delay spares it: a guesser cannot
-# keep an account's owner out, only new browsers, which is what OWASP's device cookies do.
+# in the session, which logout clears), with a random id of its own. The login throttle
+# counts its failures apart from everyone else's: a guesser cannot keep an account's owner
+# out, only new browsers, which is what OWASP's device cookies do.
 KNOWN_DEVICE_COOKIE = "known_device"
 KNOWN_DEVICE_DAYS = 90
 
@@ -933,24 +951,28 @@ def remember_device(response):
     user = g.pop("known_device_for", None)
     if user is not None:
         response.set_cookie(
-            KNOWN_DEVICE_COOKIE, device_signer().dumps([user.id, user.username.lower()]),
+            KNOWN_DEVICE_COOKIE, device_signer(user).dumps(secrets.token_hex(8)),
             max_age=KNOWN_DEVICE_DAYS * 86400, httponly=True, samesite="Lax",
             secure=current_app.config["SESSION_COOKIE_SECURE"],
             path=current_app.config["SESSION_COOKIE_PATH"] or request.script_root or "/")
     return response
 
 
-def is_known_device(user):
-    """True when this request's browser has logged in to `user`'s account before."""
+def known_device(user):
+    """This browser's device id when it has logged in to `user`'s account before, else None."""
     try:
-        remembered = device_signer().loads(request.cookies.get(KNOWN_DEVICE_COOKIE, ""))
+        return device_signer(user).loads(request.cookies.get(KNOWN_DEVICE_COOKIE, ""))
     except BadSignature:
-        return False
-    return remembered == [user.id, user.username.lower()]
+        return None
 
 
-def device_signer():
-    return URLSafeSerializer(current_app.secret_key, salt="flask-tour known device")
+def device_signer(user):
+    """Signs `user`'s known-device cookies, and no other account's."""
+    # The password hash's random salt makes the key the account's own, as Django ties
+    # sessions to it: a later account with the same id and name (after `flask init-db`, or
+    # on another app with the same SECRET_KEY) cannot verify an earlier account's cookie.
+    return URLSafeSerializer(current_app.secret_key,
+                             salt=f"flask-tour known device {user.password_hash}")
 
 
 def log_out():
@@ -972,13 +994,15 @@ def safe_next_path(target, default):
 def authenticate(username, password):
     """The user these credentials belong to, or None; throttles repeated failures."""
     config = current_app.config
-    address = request.remote_addr or "unknown"
+    user = User.find(username) if username else None
+    device = known_device(user) if user else None
+    # A known device is counted as a place of its own, not as the address it may share with
+    # a class: the guessers there, locked out, cannot lock it out; its own failures can.
+    place = f"known device {device}" if device else request.remote_addr or "unknown"
     # Record the attempt before the slow password check, so that parallel guesses
     # count each other and cannot all slip under the limit.
-    attempt = LoginThrottle.record_attempt(username, address, config["LOGIN_FAILURE_WINDOW"])
-    user = User.find(username) if username else None
-    known_device = user is not None and is_known_device(user)
-    wait = LoginThrottle.retry_after(attempt, username, address, config, known_device)
+    attempt = LoginThrottle.record_attempt(username, place, config["LOGIN_FAILURE_WINDOW"])
+    wait = LoginThrottle.retry_after(attempt, username, place, config, known_device=bool(device))
     if wait:
         LoginThrottle.forget_attempt(attempt)  # waiting out a delay must not lengthen it
         raise TooManyRequests(f"Too many failed logins. Try again in {in_words(wait)}.",
@@ -986,19 +1010,45 @@ def authenticate(username, password):
     if user is None:
         check_password_hash(dummy_password_hash(), password)  # as slow as a real check
     elif user.check_password(password):
-        LoginThrottle.reset(username, address)
+        LoginThrottle.reset(username, place)
         return user
     return None
 
 
-def check_registration_rate():
-    """A 429 when this address has registered REGISTRATIONS_PER_HOUR accounts in the last hour."""
+def create_account(username, password):
+    """A new user; UsernameTaken if the name exists, a 429 past REGISTRATIONS_PER_HOUR."""
+    if User.find(username):  # first: a taken name costs no allowance and no password hash
+        raise UsernameTaken(username)
     address = request.remote_addr or "unknown"
     limit = current_app.config["REGISTRATIONS_PER_HOUR"]
-    wait = RegistrationThrottle.retry_after(address, limit, 3600)
+    registration, wait = RateLimit.take(f"accounts from {address}", limit, 3600)
     if wait:  # one address creating accounts in bulk: spam, or names taken before their owners
         raise TooManyRequests(f"Too many new accounts from your address. Try again in "
                               f"{in_words(wait)}.", retry_after=wait)
+    try:
+        return User.create(username, password)
+    except UsernameTaken:  # taken meanwhile by a parallel request: only created accounts count
+        RateLimit.forget(registration)
+        raise
+
+
+def check_note_write(user, new_note=False):
+    """A 429 past NOTE_WRITES_PER_MINUTE; for a new note, a 403 past NOTES_PER_USER."""
+    config = current_app.config
+    write, wait = RateLimit.take(f"note writes by user {user.id}",
+                                 config["NOTE_WRITES_PER_MINUTE"], 60)
+    if wait:  # a script filling the disk: a person never writes this fast
+        raise TooManyRequests(f"You are saving notes too fast. Try again in {in_words(wait)}.",
+                              retry_after=wait)
+    if new_note:
+        # Held until the note is saved (Note.create commits): parallel requests cannot all
+        # see room for one more note.
+        get_db().execute("BEGIN IMMEDIATE")
+        if Note.count_for_user(user.id) >= config["NOTES_PER_USER"]:
+            get_db().rollback()
+            RateLimit.forget(write)  # a refused note is not a write
+            raise Forbidden(f"You have {config['NOTES_PER_USER']} notes, the most an account "
+                            "may keep. Delete some to make room for new ones.")
 
 
 def in_words(seconds):
@@ -1027,11 +1077,13 @@ class LoginThrottle:
       the window (LOGIN_DELAYS: none for the first five, then 30, then 60 s): guessers on many
       addresses get at most 6 tries in their first minute and 1 a minute after, and no delay
       outlives the last guess by more; a browser the owner has logged in from before skips it
-      (`is_known_device`), so guessers cannot keep the owner out by keeping the delay going.
+      (`known_device`), so guessers cannot keep the owner out by keeping the delay going.
       Five, not fewer, because attempts still being checked count as failures (no race), and
       a script or a class may log in to one account several times at once;
     - per address, LOGIN_ADDRESS_MAX_FAILURES (200) in the window: spraying many accounts from
       one address stops, while a class of 40 behind one NAT may mistype five times each.
+    A known device's attempts are counted with "known device <its id>" as their address, so
+    the first and last rules lock it only for its own failures, never for the guessers'.
     """
 
     @staticmethod
@@ -1089,27 +1141,34 @@ class LoginThrottle:
         db.commit()
 
 
-class RegistrationThrottle:
-    """Registrations per client address, so that one address cannot create accounts in bulk."""
+class RateLimit:
+    """Events per key (accounts per address, writes per user) in a sliding window, in SQLite
+    so that every worker process sees the same counts."""
 
     @staticmethod
-    def retry_after(address, limit, window):
-        """Count this registration and return 0, or the seconds to wait when over the limit."""
+    def take(key, limit, window):
+        """Count one event: (its row id, 0), or (None, seconds to wait) past `limit`."""
         now = time.time()
         db = get_db()
-        db.execute("DELETE FROM registrations WHERE registered_at <= ?", (now - window,))
+        db.execute("DELETE FROM rate_limited WHERE expires_at <= ?", (now,))
         # Counted before the check, as logins are, so that parallel requests see each other.
-        attempt = db.execute("INSERT INTO registrations (address, registered_at) VALUES (?, ?)"
-                             " RETURNING rowid", (address, now)).fetchone()[0]
+        event = db.execute("INSERT INTO rate_limited (key, at, expires_at) VALUES (?, ?, ?)"
+                           " RETURNING rowid", (key, now, now + window)).fetchone()[0]
         db.commit()
         times = [row[0] for row in db.execute(
-            "SELECT registered_at FROM registrations WHERE address = ? AND rowid <= ?"
-            " ORDER BY rowid DESC LIMIT ?", (address, attempt, limit + 1))]
+            "SELECT at FROM rate_limited WHERE key = ? AND rowid <= ? ORDER BY rowid DESC"
+            " LIMIT ?", (key, event, limit + 1))]
         if len(times) <= limit:
-            return 0
-        db.execute("DELETE FROM registrations WHERE rowid = ?", (attempt,))  # a refusal is free
+            return event, 0
+        RateLimit.forget(event)  # a refusal is free
+        return None, max(1, math.ceil(times[limit] + window - now))
+
+    @staticmethod
+    def forget(event):
+        """Remove an event that did not happen after all."""
+        db = get_db()
+        db.execute("DELETE FROM rate_limited WHERE rowid = ?", (event,))
         db.commit()
-        return max(1, math.ceil(times[limit] + window - now))
 
 
 LOGIN_SCHEMA = """
@@ -1120,11 +1179,13 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
 CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
-CREATE TABLE IF NOT EXISTS registrations (
-    address TEXT NOT NULL,
-    registered_at REAL NOT NULL
+CREATE TABLE IF NOT EXISTS rate_limited (
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    expires_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS registrations_by_address ON registrations (address, registered_at);
+CREATE INDEX IF NOT EXISTS rate_limited_by_key ON rate_limited (key, at);
+CREATE INDEX IF NOT EXISTS rate_limited_by_expiry ON rate_limited (expires_at);
 """
 
 
@@ -1138,6 +1199,8 @@ def set_up_login(state):
     config.setdefault("LOGIN_ADDRESS_MAX_FAILURES", 200)  # per address: 40 students, 5 typos each
     config.setdefault("LOGIN_DELAYS", (0, 0, 0, 0, 0, 30, 60))  # per username: s after nth failure
     config.setdefault("REGISTRATIONS_PER_HOUR", 100)  # per address: a whole class at once, behind one NAT
+    config.setdefault("NOTES_PER_USER", 1000)  # per account: 1000 full notes are 10-40 MB
+    config.setdefault("NOTE_WRITES_PER_MINUTE", 60)  # per account: notes created or changed
     add_schema(state.app, LOGIN_SCHEMA)
 
 
@@ -1147,7 +1210,8 @@ def set_up_login(state):
 # `sid` carries the account's session id (section 11.1), so a logout ends tokens too. The
 # verifier accepts only HS256, compares signatures in constant time, requires `exp` and
 # our own `iss` and `aud`, never crashes on hostile input, and answers failures as
-# RFC 6750 says. `RevokedToken` lets 11.3's `/api/logout` revoke a token by its `jti`.
+# RFC 6750 says. `RevokedToken` lets 11.3's `/api/logout` revoke a token by its `jti`,
+# which `token_required` therefore requires.
 # Uses `problem` and `is_utf8_encodable` (section 7), `key_bytes` (section 8), `get_db`
 # and `add_schema` (section 9), and `User` and `SQLITE_MAX_INTEGER` (section 10).
 
@@ -1164,9 +1228,10 @@ def token_required(view):
                                 current_app.config["JWT_AUDIENCE"])
         except InvalidToken as reason:
             return bearer_challenge(f"The token is invalid: {reason}.")
-        jti = claims.get("jti", "")
-        if not isinstance(jti, str) or not is_utf8_encodable(jti):  # SQLite can look up only text
-            return bearer_challenge("The token is invalid: 'jti' must be a string.")
+        jti = claims.get("jti")
+        # Ours always have one; a token without it could not be revoked by /api/logout.
+        if not isinstance(jti, str) or not jti or not is_utf8_encodable(jti):  # SQLite: text
+            return bearer_challenge("The token is invalid: 'jti' is required, as a string.")
         user = token_user(claims)
         if user is None or RevokedToken.is_revoked(jti):
             return bearer_challenge("The token is revoked or its user no longer exists.")
@@ -1375,8 +1440,7 @@ def init_jwt(app):
 # `POST /api/token`, then send `Authorization: Bearer <token>`; `POST /api/logout`
 # revokes it.
 # Uses `problem`, `json_body`, `validate`, `invalid_fields` and `USER_FIELDS` (section 7),
-# `User` and `UsernameTaken` (section 10), `authenticate` and `check_registration_rate`
-# (section 11.1), and
+# `UsernameTaken` (section 10), `authenticate` and `create_account` (section 11.1), and
 # `issue_token`, `token_required`, `bearer_challenge` and `RevokedToken` (section 11.2).
 
 accounts_bp = Blueprint("accounts", __name__, url_prefix="/api")
@@ -1389,9 +1453,8 @@ class UserAPI(MethodView):
         values, errors = validate(json_body(), USER_FIELDS)
         if errors:
             return invalid_fields(errors)
-        check_registration_rate()
         try:
-            user = User.create(values["username"], values["password"])
+            user = create_account(values["username"], values["password"])
         except UsernameTaken:
             return problem(409, "That username is already taken.")
         return user.to_json(), 201
@@ -1416,7 +1479,7 @@ class TokenAPI(MethodView):
 @token_required
 def logout_api():
     """Revoke the token used for this request."""
-    RevokedToken.revoke(str(g.token_claims.get("jti")), g.token_claims["exp"])
+    RevokedToken.revoke(g.token_claims["jti"], g.token_claims["exp"])
     return "", 204
 
 
@@ -1484,9 +1547,9 @@ def parse_page(value):
 # must carry the session's CSRF token, from the form or the `X-CSRFToken` header, and
 # must not come from another site's page, as the browser's `Origin` header tells.
 # Uses `parse_page` (section 3), `validate`, `is_api_request`, `USER_FIELDS` and
-# `NOTE_FIELDS` (section 7), `User`, `UsernameTaken` and `Note` (section 10), and
-# `login_required`, `log_in`, `log_out`, `safe_next_path`, `authenticate` and
-# `check_registration_rate` (section 11.1); its pages extend base.html and use its macros
+# `NOTE_FIELDS` (section 7), `UsernameTaken` and `Note` (section 10), and
+# `login_required`, `log_in`, `log_out`, `safe_next_path`, `authenticate`, `create_account`
+# and `check_note_write` (section 11.1); its pages extend base.html and use its macros
 # (section 4).
 
 forms_bp = Blueprint("forms", __name__)
@@ -1514,9 +1577,8 @@ def register():
     if request.method == "POST":
         values, errors = validate(form_values(USER_FIELDS), USER_FIELDS)
         if not errors:
-            check_registration_rate()
             try:
-                user = User.create(values["username"], values["password"])
+                user = create_account(values["username"], values["password"])
             except UsernameTaken:
                 errors["username"] = "That username is already taken."
             else:
@@ -1541,15 +1603,20 @@ NOTES_PAGE_SIZE = 10
 @login_required
 def notes():
     """List the user's notes and create new ones."""
-    values, errors = {}, {}
+    values, errors, status = {}, {}, 200
     if request.method == "POST":
         values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
         if not errors:
-            Note.create(g.user.id, values["title"], values["body"])
-            flash("Note created.")
-            return redirect(url_for("forms.notes"))
+            try:
+                check_note_write(g.user, new_note=True)
+            except Forbidden as full:  # the account's quota: said in the form, the text kept
+                errors["title"], status = full.description, 403
+            else:
+                Note.create(g.user.id, values["title"], values["body"])
+                flash("Note created.")
+                return redirect(url_for("forms.notes"))
     page = Note.page_for_user(g.user.id, parse_page(request.args.get("page")), NOTES_PAGE_SIZE)
-    return render_template("notes.html", page=page, values=values, errors=errors)
+    return render_template("notes.html", page=page, values=values, errors=errors), status
 
 
 @forms_bp.route("/notes/<int:note_id>/edit", methods=["GET", "POST"])
@@ -1561,6 +1628,7 @@ def edit_note(note_id):
     if request.method == "POST":
         values, errors = validate(form_values(NOTE_FIELDS), NOTE_FIELDS)
         if not errors:
+            check_note_write(g.user)
             note.update(**values)
             flash("Note saved.")
             return redirect(url_for("forms.notes"))
@@ -1635,7 +1703,8 @@ def is_cross_site():
 # CSRF token.
 # Uses `json_body`, `validate`, `invalid_fields`,
 # `NOTE_FIELDS`, `USER_FIELDS`, `SEARCH_FIELD`, `field_schemas` and `HTTP_ERROR_TITLES`
-# (section 7), `Note` (section 10) and `token_required` (section 11.2).
+# (section 7), `Note` (section 10), `check_note_write` (section 11.1), whose settings the
+# OpenAPI document states, and `token_required` (section 11.2).
 
 api_bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -1674,6 +1743,7 @@ class NoteListAPI(MethodView):
         values, errors = validate(json_body(), NOTE_FIELDS)
         if errors:
             return invalid_fields(errors)
+        check_note_write(g.api_user, new_note=True)
         note = Note.create(g.api_user.id, values["title"], values.get("body", ""))
         return note.to_json(), 201, {"Location": url_for("api.note", note_id=note.id)}
 
@@ -1703,6 +1773,7 @@ class NoteAPI(MethodView):
             return invalid_fields(errors)
         if not partial:
             values = {"body": "", **values}  # PUT replaces: an omitted body becomes empty
+        check_note_write(g.api_user)
         note.update(**values)
         return note.to_json()
 
@@ -1759,6 +1830,11 @@ def openapi_paths():
               {"name": "q", "in": "query", "description": SEARCH_LIMIT,
                "schema": {"type": "string", "maxLength": SEARCH_FIELD.max_length}}]
     message = {"type": "object", "properties": {"message": {"type": "string"}}}
+    config = current_app.config  # the account's limits (section 11.1), as configured here
+    rate = (f"An account creates or changes at most {config['NOTE_WRITES_PER_MINUTE']} notes "
+            "a minute: past that, 429 with Retry-After.")
+    quota = {"description": f"An account keeps at most {config['NOTES_PER_USER']} notes: one "
+                            f"more is a 403 until some are deleted. {rate}"}
     return {
         "/api/hello": {"get": operation("The cheat sheet's Hello resource", 200, message,
                                         secured=False)},
@@ -1772,13 +1848,15 @@ def openapi_paths():
         "/api/notes": {
             "get": operation("List your notes", 200, ref("NotePage"), (414, 422),
                              parameters=paging),
-            "post": operation("Create a note", 201, ref("Note"), BODY_ERRORS, body="NoteInput")},
+            "post": {**operation("Create a note", 201, ref("Note"), (*BODY_ERRORS, 403, 429),
+                                 body="NoteInput"), **quota}},
         "/api/notes/{note_id}": {
             "get": operation("Read a note", 200, ref("Note"), (404,), parameters=note_id),
-            "put": operation("Replace a note", 200, ref("Note"), (*BODY_ERRORS, 404),
-                             body="NoteInput", parameters=note_id),
-            "patch": operation("Change some fields of a note", 200, ref("Note"),
-                               (*BODY_ERRORS, 404), body="NotePatch", parameters=note_id),
+            "put": {**operation("Replace a note", 200, ref("Note"), (*BODY_ERRORS, 404, 429),
+                                body="NoteInput", parameters=note_id), "description": rate},
+            "patch": {**operation("Change some fields of a note", 200, ref("Note"),
+                                  (*BODY_ERRORS, 404, 429), body="NotePatch",
+                                  parameters=note_id), "description": rate},
             "delete": operation("Delete a note", 204, errors=(404,), parameters=note_id)},
         "/api/openapi.json": {"get": operation("This document", 200, {"type": "object"},
                                                secured=False)},
@@ -1870,11 +1948,18 @@ def finish_request(response):
     response.headers["X-Request-ID"] = g.request_id
     response.headers["Server-Timing"] = f"app;dur={elapsed_ms:.1f}"
     if current_app.config["ACCESS_LOG"]:
-        # The path is percent-decoded: quote it if it holds a line break, so %0A cannot forge a line.
-        path = request.path if request.path.isprintable() else repr(request.path)
-        current_app.logger.info("%s %s %s %s %.1fms %s", request.remote_addr, request.method,
-                                path, response.status_code, elapsed_ms, g.request_id)
+        current_app.logger.info("%s %s %s %s %.1fms %s", loggable(request.remote_addr or "-"),
+                                loggable(request.method), loggable(request.path),
+                                response.status_code, elapsed_ms, g.request_id)
     return response
+
+
+def loggable(text):
+    """`text` as sent, or quoted with its control characters escaped when it has any."""
+    # A request chooses its method and its (percent-decoded) path: a line break (%0A) would
+    # forge a log line, ESC or backspace would rewrite the terminal that shows the log.
+    # (`flask run`'s own line escapes them too, as Werkzeug does; gunicorn answers 400.)
+    return text if text.isprintable() else repr(text)
 
 
 @hooks_bp.after_app_request
