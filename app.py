@@ -1022,6 +1022,7 @@ def create_account(username, password):
     address = request.remote_addr or "unknown"
     limit = current_app.config["REGISTRATIONS_PER_HOUR"]
     registration, wait = RateLimit.take(f"accounts from {address}", limit, 3600)
+    get_db().commit()  # counted now, before the slow hash, so that parallel requests see it
     if wait:  # one address creating accounts in bulk: spam, or names taken before their owners
         raise TooManyRequests(f"Too many new accounts from your address. Try again in "
                               f"{in_words(wait)}.", retry_after=wait)
@@ -1033,22 +1034,22 @@ def create_account(username, password):
 
 
 def check_note_write(user, new_note=False):
-    """A 429 past NOTE_WRITES_PER_MINUTE; for a new note, a 403 past NOTES_PER_USER."""
-    config = current_app.config
-    write, wait = RateLimit.take(f"note writes by user {user.id}",
-                                 config["NOTE_WRITES_PER_MINUTE"], 60)
+    """Before a note write: a 429 past NOTE_WRITES_PER_MINUTE, and for a new note a 403 past
+    NOTES_PER_USER; allowed, the write that follows commits its count with it."""
+    config, db = current_app.config, get_db()
+    # One transaction with the write (Note.create or update commits it): parallel requests
+    # count one at a time, and a refusal leaves nothing written.
+    db.execute("BEGIN IMMEDIATE")
+    _, wait = RateLimit.take(f"note writes by user {user.id}",
+                             config["NOTE_WRITES_PER_MINUTE"], 60)
     if wait:  # a script filling the disk: a person never writes this fast
+        db.rollback()
         raise TooManyRequests(f"You are saving notes too fast. Try again in {in_words(wait)}.",
                               retry_after=wait)
-    if new_note:
-        # Held until the note is saved (Note.create commits): parallel requests cannot all
-        # see room for one more note.
-        get_db().execute("BEGIN IMMEDIATE")
-        if Note.count_for_user(user.id) >= config["NOTES_PER_USER"]:
-            get_db().rollback()
-            RateLimit.forget(write)  # a refused note is not a write
-            raise Forbidden(f"You have {config['NOTES_PER_USER']} notes, the most an account "
-                            "may keep. Delete some to make room for new ones.")
+    if new_note and Note.count_for_user(user.id) >= config["NOTES_PER_USER"]:
+        db.rollback()
+        raise Forbidden(f"You have {config['NOTES_PER_USER']} notes, the most an account may "
+                        "keep. Delete some to make room for new ones.")
 
 
 def in_words(seconds):
@@ -1147,21 +1148,20 @@ class RateLimit:
 
     @staticmethod
     def take(key, limit, window):
-        """Count one event: (its row id, 0), or (None, seconds to wait) past `limit`."""
+        """Count one event, for the caller to commit: (its row id, 0), or (None, seconds to
+        wait) when `limit` events are in the window."""
         now = time.time()
         db = get_db()
+        # The DELETE takes the write lock: parallel requests count one at a time until commit.
         db.execute("DELETE FROM rate_limited WHERE expires_at <= ?", (now,))
-        # Counted before the check, as logins are, so that parallel requests see each other.
-        event = db.execute("INSERT INTO rate_limited (key, at, expires_at) VALUES (?, ?, ?)"
-                           " RETURNING rowid", (key, now, now + window)).fetchone()[0]
-        db.commit()
-        times = [row[0] for row in db.execute(
-            "SELECT at FROM rate_limited WHERE key = ? AND rowid <= ? ORDER BY rowid DESC"
-            " LIMIT ?", (key, event, limit + 1))]
-        if len(times) <= limit:
-            return event, 0
-        RateLimit.forget(event)  # a refusal is free
-        return None, max(1, math.ceil(times[limit] + window - now))
+        counted = db.execute("SELECT count(*) FROM rate_limited WHERE key = ?", (key,))
+        if counted.fetchone()[0] >= limit:  # refused, and not counted: a refusal is free
+            frees_a_place = db.execute(  # the event whose expiry brings the count under `limit`
+                "SELECT expires_at FROM rate_limited WHERE key = ? ORDER BY at DESC"
+                " LIMIT 1 OFFSET ?", (key, max(limit - 1, 0))).fetchone()
+            return None, max(1, math.ceil((frees_a_place[0] if frees_a_place else now) - now))
+        return db.execute("INSERT INTO rate_limited (key, at, expires_at) VALUES (?, ?, ?)"
+                          " RETURNING rowid", (key, now, now + window)).fetchone()[0], 0
 
     @staticmethod
     def forget(event):
