@@ -565,9 +565,9 @@ def make_side_files_writable(path):
         except OSError:
             continue
         mode = stat.S_IMODE(database.st_mode)
-        if (found.st_uid == os.geteuid() and stat.S_IMODE(found.st_mode) != mode
-                and not os.access(side, os.W_OK) and os.access(path, os.W_OK)):
-            with contextlib.suppress(OSError):  # when it cannot, database_problem says what to do
+        if (stat.S_IMODE(found.st_mode) != mode and not os.access(side, os.W_OK)
+                and os.access(path, os.W_OK)):
+            with contextlib.suppress(OSError):  # not its owner: database_problem says what to do
                 os.chmod(side, mode)
                 current_app.logger.warning("Made %s writable again (mode %o, as %s): a read-only "
                                            "period of the database had left it read-only",
@@ -577,6 +577,7 @@ def make_side_files_writable(path):
 def database_problem(path, min_free=64 * 1024):
     """Why the database at `path` cannot take a write, in a sentence naming the file; or None."""
     folder = os.path.dirname(os.path.abspath(path))
+    user = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "its user"  # Windows has none
     if not os.path.isdir(folder):
         return f"the database's folder {folder} does not exist"
     missing = not os.path.exists(path)
@@ -585,17 +586,17 @@ def database_problem(path, min_free=64 * 1024):
         return (f"the database {path} is missing, but one was made there ({names} still there):"
                 " the app will not create an empty one in its place. Restore it from a backup,"
                 " or run `flask init-db` to start with an empty database")
-    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
         return f"the filesystem holding {folder} is mounted read-only"
     for name in (path, path + "-wal", path + "-shm"):
         if os.path.exists(name) and not os.access(name, os.W_OK):
             found = os.stat(name)
             fix = ("make it writable, or delete it while no process has the database open"
                    if name.endswith("-shm") else "make it writable")
-            return (f"{name} is read-only for this process (uid {os.geteuid()}): its mode is "
+            return (f"{name} is read-only for this process ({user}): its mode is "
                     f"{stat.S_IMODE(found.st_mode):o}, its owner uid {found.st_uid}; {fix}")
     if not os.access(folder, os.W_OK):
-        return (f"the folder {folder} is read-only for this process (uid {os.geteuid()}): "
+        return (f"the folder {folder} is read-only for this process ({user}): "
                 f"SQLite must create {os.path.basename(path)}, its -wal and -shm in it")
     if missing:
         return f"the database {path} does not exist"
