@@ -2092,7 +2092,8 @@ def test_a_deleted_database_is_not_recreated_by_replacement_workers(tmp_path):
     database = tmp_path / "gunicorn.sqlite"
     with run_gunicorn(tmp_path, env={"FLASK_HEALTH_CHECK_INTERVAL": "0"}) as server:
         bearer = token_for(server.url)
-        assert LiveClient(server.url).post_json("/api/notes", {"title": "kept"}, bearer).status == 201
+        kept = LiveClient(server.url).post_json("/api/notes", {"title": "kept"}, bearer)
+        assert kept.status == 201
         os.link(database, tmp_path / "backup.sqlite")  # the deleted file, for the test to restore
         for name in (database, *database.parent.glob(database.name + "-*")):
             name.unlink()
@@ -4540,8 +4541,8 @@ def test_healthz_checks_the_file_at_the_configured_path(app, client, tmp_path):
     moved = tmp_path / "moved.sqlite"
     database.rename(moved)  # the file the app used is no longer at the configured path
     gone = client.get("/healthz")
-    assert gone.status_code == 503 and gone.json == {
-        "status": "error", "database": "unavailable", "reason": tour.database_problem(str(database))}
+    assert gone.status_code == 503 and gone.json == {"status": "error", "database": "unavailable",
+                                                     "reason": tour.database_problem(str(database))}
     assert gone.json["reason"].startswith(f"the database {database} is missing, but one was "
                                           f"made there (.{database.name}.created still there)")
     moved.rename(database)
