@@ -2120,21 +2120,26 @@ def test_a_deleted_database_is_not_recreated_by_replacement_workers(tmp_path):
 
 def test_only_a_folder_that_never_held_the_database_gets_a_new_one(tmp_path, caplog):
     settings = {"TESTING": True, "SECRET_KEY": TEST_SECRET, "DATABASE": str(tmp_path / "db.sqlite")}
+    new_worker = functools.partial(create_app, settings, instance_path=str(tmp_path / "i"))
     with caplog.at_level("WARNING", logger="app"):
-        assert create_app(settings).test_client().get("/healthz").status_code == 200
+        assert new_worker().test_client().get("/healthz").status_code == 200
     record = tmp_path / ".db.sqlite.created"
     assert f"Created the database {tmp_path / 'db.sqlite'}: {record} records it" in caplog.text
     (tmp_path / "db.sqlite").unlink()
-    assert create_app(settings).test_client().get("/healthz").status_code == 503  # a new process
+    assert new_worker().test_client().get("/healthz").status_code == 503  # a new worker
     assert not (tmp_path / "db.sqlite").exists()
     for trace in ("db.sqlite-wal", "db.sqlite-shm"):  # left by SQLite: a database was there too
         record.rename(tmp_path / trace)
-        assert create_app(settings).test_client().get("/healthz").json["reason"].startswith(
+        assert new_worker().test_client().get("/healthz").json["reason"].startswith(
             f"the database {tmp_path / 'db.sqlite'} is missing, but one was made there ({trace} ")
         (tmp_path / trace).rename(record)
-    runner = create_app(settings).test_cli_runner()
+    runner = new_worker().test_cli_runner()
     assert "Initialized the database" in runner.invoke(args=["init-db"]).output  # the way back
-    assert create_app(settings).test_client().get("/healthz").status_code == 200
+    assert new_worker().test_client().get("/healthz").status_code == 200
+    record.unlink()  # as a database made before the app wrote records has none
+    with caplog.at_level("WARNING", logger="app"):
+        assert new_worker().test_client().get("/healthz").status_code == 200
+    assert f"Opened the database {tmp_path / 'db.sqlite'}: {record} records it" in caplog.text
 
 
 @contextlib.contextmanager
