@@ -532,10 +532,6 @@ def close_db(exception=None):
 BUSY_TIMEOUT = 5  # seconds a statement waits for another process's write lock, then 503
 
 
-class DatabaseUnavailable(sqlite3.OperationalError):
-    """The database cannot be opened; the message says why and names the file."""
-
-
 def connect(path, create=False):
     """Open a connection with the pragmas every connection needs."""
     # mode=rw: a database file deleted while the app runs is an error (503), not a new
@@ -545,7 +541,7 @@ def connect(path, create=False):
     try:
         db = sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT)
     except sqlite3.OperationalError as error:  # "unable to open database file" names no file
-        raise DatabaseUnavailable(database_problem(path) or f"{error}: {path}") from error
+        raise sqlite3.OperationalError(database_problem(path) or f"{error}: {path}") from error
     db.row_factory = sqlite3.Row  # rows behave like dicts: row["title"]
     db.execute("PRAGMA foreign_keys = ON")  # SQLite leaves them off unless asked, per connection
     return db
