@@ -22,6 +22,7 @@ Python looks those names up when a request runs, so the order works.
 
 import ast
 import base64
+import contextlib
 import contextvars
 import functools
 import hashlib
@@ -34,7 +35,9 @@ import math
 import os
 import re
 import secrets
+import shutil
 import sqlite3
+import stat
 import tempfile
 import time
 import tokenize
@@ -518,6 +521,10 @@ def key_bytes(key):
 # them all, and `flask init-db` drops and recreates them. A section that changes a table
 # it already had hands `add_upgrade` the SQL that brings an older database up to date: the
 # first connection runs each statement once, counted in SQLite's `PRAGMA user_version`.
+# The app creates the database file only where none was ever made: not when a record of
+# it (`.NAME.created`, written beside it), or its -wal or -shm, is there, nor in a process
+# that has opened it already. A lost database is a 503 that says so, never an empty one.
+# `database_problem` says, in a sentence naming the file, why the database takes no write.
 # `/database` shows the rows of your notes and the SQL that read them, when the app also
 # has the models and the login.
 # Uses nothing from other sections; its page extends base.html (section 4).
@@ -552,21 +559,123 @@ def connect(path, create=False):
     # mode=rw: a database file deleted while the app runs is an error (503), not a new
     # empty file that would take writes while the old data is gone.
     mode = "rwc" if create else "rw"
-    db = sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT)
+    make_side_files_writable(path)
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode={mode}", uri=True, timeout=BUSY_TIMEOUT)
+    except sqlite3.OperationalError as error:  # "unable to open database file" names no file
+        raise sqlite3.OperationalError(database_problem(path) or f"{error}: {path}") from error
     db.row_factory = sqlite3.Row  # rows behave like dicts: row["title"]
     db.execute("PRAGMA foreign_keys = ON")  # SQLite leaves them off unless asked, per connection
     return db
 
 
-def create_schema(path, schemas, upgrades=()):
-    """Create the database file, in WAL mode, with every section's tables; upgrade an old one."""
-    db = connect(path, create=True)
+def make_side_files_writable(path):
+    """Give SQLite's -wal and -shm files the database's mode again if they lost write access."""
+    # SQLite creates them with the database file's mode: a request made while the database was
+    # read-only (chmod 444) leaves a read-only -shm, and every write fails after the chmod back.
     try:
-        db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer (kept in the file)
+        database = os.stat(path)
+    except OSError:
+        return
+    for side in (path + "-wal", path + "-shm"):
+        try:
+            found = os.stat(side)
+        except OSError:
+            continue
+        mode = stat.S_IMODE(database.st_mode)
+        if (stat.S_IMODE(found.st_mode) != mode and not os.access(side, os.W_OK)
+                and os.access(path, os.W_OK)):
+            with contextlib.suppress(OSError):  # not its owner: database_problem says what to do
+                os.chmod(side, mode)
+                current_app.logger.warning("Made %s writable again (mode %o, as %s): a read-only "
+                                           "period of the database had left it read-only",
+                                           side, mode, path)
+
+
+def database_problem(path, min_free=64 * 1024):
+    """Why the database at `path` cannot take a write, in a sentence naming the file; or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    user = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "its user"  # Windows has none
+    if not os.path.isdir(folder):
+        return f"the database's folder {folder} does not exist"
+    missing = not os.path.exists(path)
+    if missing and (traces := traces_of_a_database(path)):
+        names = ", ".join(os.path.basename(name) for name in traces)
+        return (f"the database {path} is missing, but one was made there ({names} still there):"
+                " the app will not create an empty one in its place. Restore it from a backup,"
+                " or run `flask init-db` to start with an empty database")
+    if hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return f"the filesystem holding {folder} is mounted read-only"
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and not os.access(name, os.W_OK):
+            found = os.stat(name)
+            fix = ("make it writable, or delete it while no process has the database open"
+                   if name.endswith("-shm") else "make it writable")
+            return (f"{name} is read-only for this process ({user}): its mode is "
+                    f"{stat.S_IMODE(found.st_mode):o}, its owner uid {found.st_uid}; {fix}")
+    if not os.access(folder, os.W_OK):
+        return (f"the folder {folder} is read-only for this process ({user}): "
+                f"SQLite must create {os.path.basename(path)}, its -wal and -shm in it")
+    if missing:
+        return f"the database {path} does not exist"
+    free = shutil.disk_usage(folder).free
+    if free < min_free:
+        return f"the disk holding {path} is full: {free} bytes free"
+    return None
+
+
+def traces_of_a_database(path):
+    """The files that show a database was made at `path`: its record, its -wal and -shm."""
+    return [name for name in (creation_record(path), path + "-wal", path + "-shm")
+            if os.path.exists(name)]
+
+
+def creation_record(path):
+    """The file that records that a database was made at `path` (hidden, so `rm *` spares it)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.created")
+
+
+def record_creation(path):
+    """Write the record that a database exists at `path`, once; False if it was there already."""
+    try:
+        with open(creation_record(path), "x", encoding="utf-8") as record:
+            record.write(f"A database was made at {path}. While this file is here, the app will "
+                         "not create an empty one in its place if it disappears.\n")
+    except FileExistsError:
+        return False
+    except OSError:  # a read-only folder: its database takes no write either, and says so
+        return False
+    return True
+
+
+def create_schema(path, schemas, upgrades=()):
+    """Open the database (create it only where none was ever made); add every section's tables."""
+    create = not os.path.exists(path) and not traces_of_a_database(path)  # never made here
+    db = connect(path, create=create)
+    try:
+        use_wal(db)  # readers never block the writer (kept in the file)
         upgrade_schema(db, upgrades)
         db.executescript("".join(schemas))
     finally:
         db.close()
+    if record_creation(path):
+        current_app.logger.warning("%s the database %s: %s records it", "Created" if create else
+                                   "Opened", path, creation_record(path))
+
+
+def use_wal(db):
+    """Switch the database to WAL mode, waiting for other connections as a write does."""
+    # The one statement busy_timeout does not cover: it fails at once ("database is locked")
+    # while another connection holds a lock, as when workers open a database together.
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            return db.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if str(error) != "database is locked" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def upgrade_schema(db, upgrades):
@@ -601,6 +710,7 @@ def init_db(path, schemas, upgrades=()):
                          f"{''.join(schemas)} PRAGMA user_version = {len(upgrades)}; COMMIT;")
     finally:
         db.close()
+    record_creation(path)  # the one deliberate way to a new, empty database
 
 
 @click.command("init-db")
@@ -699,8 +809,9 @@ class User:
             ).fetchone()
         except sqlite3.IntegrityError:
             raise UsernameTaken(username) from None
+        user = cls(**row)  # built before the commit: if this fails, nothing is saved
         db.commit()
-        return cls(**row)
+        return user
 
     def check_password(self, password):
         """True when `password` matches the stored hash."""
@@ -755,20 +866,20 @@ class Note:
         db = get_db()
         row = db.execute("INSERT INTO notes (user_id, title, body) VALUES (?, ?, ?) RETURNING *",
                          (user_id, title, body)).fetchone()
+        note = cls(**row)  # built before the commit: if this fails, nothing is saved
         db.commit()
-        return cls(**row)
+        return note
 
     @classmethod
     def page_for_user(cls, user_id, number, size):
         """One page of the user's notes, newest first."""
-        return paginate(cls, "user_id = ?", (user_id,), number, size)
+        return paginate(cls, BY_USER, (user_id,), number, size)
 
     @classmethod
     def search(cls, user_id, text, number, size):
         """One page of the user's notes whose title or body contains `text` (any case)."""
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"  # % and _ match themselves
-        where = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
-        return paginate(cls, where, (user_id, pattern, pattern), number, size)
+        return paginate(cls, BY_USER_CONTAINING, (user_id, pattern, pattern), number, size)
 
     @classmethod
     def count_for_user(cls, user_id):
@@ -833,8 +944,19 @@ class Page:
         return self.number < self.pages
 
 
+# What paginate may put into its SQL text: these tables and conditions, nothing else.
+PAGE_TABLES = {"notes"}
+BY_USER = "user_id = ?"
+BY_USER_CONTAINING = "user_id = ? AND (title LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\')"
+PAGE_FILTERS = {BY_USER, BY_USER_CONTAINING}
+
+
 def paginate(model, where, args, number, size):
     """One page of `model` rows matching `where`, the page number clamped to the last page."""
+    # A `?` stands for a value, never a table's name or a condition: those must be written into
+    # the SQL text, so they come only from the fixed sets above, never from a request.
+    if model.table not in PAGE_TABLES or where not in PAGE_FILTERS:
+        raise ValueError(f"paginate reads only {PAGE_TABLES} with {PAGE_FILTERS}")
     db = get_db()
     total = db.execute(f"SELECT count(*) FROM {model.table} WHERE {where}", args).fetchone()[0]
     number = min(number, max(1, math.ceil(total / size)))
@@ -2185,25 +2307,51 @@ def csrf_refusal():
 # Under a prefix (DispatcherMiddleware, or nginx's X-Forwarded-Prefix) `url_for` puts it in
 # every URL; set SESSION_COOKIE_PATH to it so the cookie stays there too. `/proxy` shows
 # what the app sees of the client, beside what reached the server.
-# Uses `get_db` and `add_schema` (section 9); its page extends base.html (section 4).
+# Uses `get_db`, `add_schema`, `database_problem` and the `DATABASE` setting (section 9); its
+# page extends base.html (section 4).
 
 deployment_bp = Blueprint("deployment", __name__)
 
 
+# /healthz answers 200 when, in the last HEALTH_CHECK_INTERVAL seconds, this process wrote to
+# the database file at DATABASE and the disk held HEALTH_MIN_FREE_BYTES: a note write would
+# have worked then. Otherwise 503 and why, naming the file (missing, read-only, disk full).
+
+
 @deployment_bp.route("/healthz")
 def healthz():
-    """Liveness, and proof that the database takes a write."""
+    """Liveness, and proof that a note write would work: 503 with the reason if not."""
+    checked_at, problem = current_app.extensions.get("health", (None, None))
+    # A write per request would cost every monitor's poll a disk write: one per interval.
+    if checked_at is None or time.monotonic() - checked_at >= current_app.config[
+            "HEALTH_CHECK_INTERVAL"]:
+        problem = check_database_write()
+        current_app.extensions["health"] = (time.monotonic(), problem)
+        if problem:
+            current_app.logger.error("Health check failed: %s (request %s)", problem,
+                                     g.get("request_id"))
+    if problem:
+        return {"status": "error", "database": "unavailable", "reason": problem}, 503
+    return {"status": "ok", "database": "ok"}
+
+
+def check_database_write():
+    """None if the database takes a write and its disk has room for notes; else why not."""
+    path = current_app.config["DATABASE"]
+    min_free = current_app.config["HEALTH_MIN_FREE_BYTES"]
     try:
         db = get_db()
-        # A write that leaves nothing behind: a read-only file or a full disk fails here.
+        # A write that leaves nothing behind: a read-only or missing file fails here.
         db.execute("INSERT INTO health_checks VALUES (?)", (time.time(),))
         db.execute("DELETE FROM health_checks")
         db.commit()
     except sqlite3.Error as error:
-        current_app.logger.error("Health check failed: %s (request %s)", error,
-                                 g.get("request_id"))
-        return {"status": "error", "database": "unavailable", "reason": str(error)}, 503
-    return {"status": "ok", "database": "ok"}
+        return database_problem(path, min_free) or f"{error}: {path}"
+    # That write may fit in pages SQLite already has; a note's needs new ones on a full disk.
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if free < min_free:
+        return f"the disk holding {path} is full: {free} bytes free, {min_free} wanted"
+    return None
 
 
 @deployment_bp.route("/proxy")
@@ -2227,6 +2375,8 @@ def set_up_deployment(state):
     """The health check's table, and ProxyFix when TRUSTED_PROXIES counts the proxies in front."""
     add_schema(state.app, HEALTH_SCHEMA)
     refuse_gunicorn_script_name()
+    state.app.config.setdefault("HEALTH_CHECK_INTERVAL", 5)  # seconds between two test writes
+    state.app.config.setdefault("HEALTH_MIN_FREE_BYTES", 1024 * 1024)  # less: "disk full"
     state.app.config.setdefault("TRUSTED_PROXIES", 0)
     proxies = int(state.app.config["TRUSTED_PROXIES"])
     if proxies:

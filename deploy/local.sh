@@ -25,20 +25,31 @@ export FLASK_TRUSTED_PROXIES=${FLASK_TRUSTED_PROXIES:-1}
 export FLASK_ACCESS_LOG=${FLASK_ACCESS_LOG:-false}  # nginx logs every request (access.log)
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)   # Debian keeps it in /usr/sbin
 
-# Wait up to 20 s for a URL to answer 200 (python, since curl may not be installed).
+# Wait up to 20 s for a URL to answer 200 (python, since curl may not be installed); given a
+# gunicorn pid file as $2, give up as soon as that gunicorn has stopped.
 wait_for_url() {
-    python3 - "$1" <<'PY'
-import sys, time, urllib.request
-deadline = time.monotonic() + 20
+    python3 - "$@" <<'PY'
+import os, sys, time, urllib.error, urllib.request
+url, pid_file = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None
+deadline, pid, answer = time.monotonic() + 20, None, "nothing"
 while True:
     try:
-        with urllib.request.urlopen(sys.argv[1], timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             if response.status == 200:
                 break
+    except urllib.error.HTTPError as error:
+        answer = f"{error.code} {error.read().decode(errors='replace').strip()}"
     except OSError:
-        if time.monotonic() > deadline:
-            sys.exit(f"{sys.argv[1]} did not answer within 20 s")
-        time.sleep(0.1)
+        pass
+    try:
+        pid = pid or int(open(pid_file).read())
+        os.kill(pid, 0)
+    except (TypeError, OSError, ValueError):  # no pid file given, or not written yet
+        if pid:
+            sys.exit(f"{url}: gunicorn (pid {pid}) stopped before it answered")
+    if time.monotonic() > deadline:
+        sys.exit(f"{url} did not answer 200 within 20 s; its last answer: {answer}")
+    time.sleep(0.1)
 PY
 }
 
@@ -53,10 +64,15 @@ wait_for_exit() {
 }
 
 # One gunicorn instance on 127.0.0.1:$1, as a daemon, with the settings in gunicorn.conf.py.
+# If it stops or stays unhealthy, the end of its log says why (a daemon prints nothing).
 start_app() {
     GUNICORN_BIND=127.0.0.1:$1 gunicorn -c deploy/gunicorn.conf.py app:app --daemon \
         --pid "$RUN_DIR/app-$1.pid" --error-logfile "$RUN_DIR/app-$1.log"
-    wait_for_url "http://127.0.0.1:$1/healthz"
+    if ! wait_for_url "http://127.0.0.1:$1/healthz" "$RUN_DIR/app-$1.pid"; then
+        echo "The end of $RUN_DIR/app-$1.log:" >&2
+        tail -n 20 "$RUN_DIR/app-$1.log" >&2
+        return 1
+    fi
 }
 
 # Stop an instance gracefully: SIGTERM lets each worker finish its request (graceful_timeout).
