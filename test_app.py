@@ -36,8 +36,10 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import flask
+import jinja2
 import pytest
 import werkzeug.exceptions
+import werkzeug.routing.rules
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
 from itsdangerous import URLSafeSerializer
@@ -67,16 +69,61 @@ def fast_password_hashing(monkeypatch):
     monkeypatch.setattr(tour, "generate_password_hash", fast)
 
 
+class CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's bytecode cache, in memory: each template is compiled once per test run, not once
+    per test's app (that was a third of the suite's time). Jinja checks each template's source
+    against the cached code and recompiles what changed."""
+
+    def __init__(self):
+        self.code = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+COMPILED_TEMPLATES = CompiledTemplates()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def url_builders_compiled_once():
+    """Werkzeug compiles two URL builder functions for every rule of every app it is given
+    (the rest of create_app's time); the tests' hundreds of apps have the same rules, so each
+    builder is compiled once and reused. A builder is a pure function of the rule's text,
+    parts and defaults, which is the key (a rule with a default inside its path is compiled
+    as usual)."""
+    original = werkzeug.routing.rules.Rule._compile_builder
+    builders = {}
+
+    def compile_builder(rule, append_unknown=True):
+        if any(dynamic and data in (rule.defaults or {}) for dynamic, data in rule._trace):
+            return original(rule, append_unknown)
+        key = (rule.rule, tuple(rule._trace), repr(sorted((rule.defaults or {}).items())),
+               append_unknown)
+        if key not in builders:
+            builders[key] = original(rule, append_unknown)
+        return builders[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(werkzeug.routing.rules.Rule, "_compile_builder", compile_builder)
+        yield
+
+
 @pytest.fixture
 def app(tmp_path):
     """An app on a temporary database and instance folder."""
-    return create_app({
+    app = create_app({
         "TESTING": True,
         "SECRET_KEY": TEST_SECRET,
         "JWT_SECRET_KEY": JWT_TEST_KEY,
         "DATABASE": str(tmp_path / "test.sqlite"),
         "ACCESS_LOG": True,  # whatever FLASK_ACCESS_LOG the shell has
     }, instance_path=str(tmp_path / "instance"))
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
+    return app
 
 
 @pytest.fixture
