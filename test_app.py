@@ -12,6 +12,7 @@ import io
 import json
 import multiprocessing
 import os
+import queue
 import re
 import select
 import shutil
@@ -985,10 +986,73 @@ class WriteLoad:
             thread.join(timeout=20)
 
 
-def run_documented(command, env, timeout=60):
-    result = subprocess.run(["bash", "-c", documented(command)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+# Runs commands for the tests as a Linux "child subreaper": the daemons a command leaves
+# (deploy/local.sh's gunicorns and nginx) become its children, and it reaps each one the
+# moment it exits, as a service manager does. Otherwise they go to PID 1, and an init that
+# reaps late (2 s on some sandboxes) keeps local.sh's `kill -0` waits going that long.
+REAPER = r"""
+import ctypes, json, os, subprocess, sys, threading, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, where Linux has it
+commands, lock = {}, threading.Lock()  # pid: Popen, kept so that nothing else waits for it
+
+def serve():
+    for line in sys.stdin:
+        args, cwd, env, out, err = json.loads(line)
+        with lock, open(out, "wb") as stdout, open(err, "wb") as stderr:
+            command = subprocess.Popen(args, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+            commands[command.pid] = command
+            print(json.dumps(["started", command.pid, None]), flush=True)  # before "exited"
+    os._exit(0)  # the tests are over
+
+threading.Thread(target=serve, daemon=True).start()
+while True:
+    try:
+        pid, status = os.wait()  # a command that ended, or a daemon it left
+    except ChildProcessError:
+        time.sleep(0.01)
+        continue
+    with lock:
+        if pid in commands:
+            commands.pop(pid).returncode = code = os.waitstatus_to_exitcode(status)
+            print(json.dumps(["exited", pid, code]), flush=True)
+"""
+
+
+@functools.cache
+def reaper():
+    """The one process that runs every documented command (see REAPER), until the tests end,
+    and a queue of the lines it answers with."""
+    proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    answers = queue.Queue()
+    threading.Thread(target=lambda: [answers.put(json.loads(line)) for line in proc.stdout],
+                     daemon=True).start()
+    return proc, answers
+
+
+def run_reaped(args, cwd, env, timeout):
+    """subprocess.run(args, capture_output=True, text=True, timeout=…) through the reaper."""
+    proc, answers = reaper()
+    with tempfile.TemporaryDirectory() as temp:
+        out, err = Path(temp, "stdout"), Path(temp, "stderr")
+        print(json.dumps([args, str(cwd), env, str(out), str(err)]), file=proc.stdin, flush=True)
+        deadline, started = time.monotonic() + timeout, None
+        while True:
+            try:
+                event, pid, code = answers.get(timeout=max(0, deadline - time.monotonic()))
+            except queue.Empty:
+                if started:
+                    os.kill(started, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(args, timeout) from None
+            if event == "started" and started is None:
+                started = pid
+            elif event == "exited" and pid == started:  # not one an earlier timeout killed
+                return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+
+
+def run_documented(command, env, timeout=60, check=True):
+    result = run_reaped(["bash", "-c", documented(command)], ROOT, env, timeout)
+    assert result.returncode == 0 or not check, f"{command}:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -4586,8 +4650,7 @@ def test_rolling_restart_under_post_load_loses_nothing(tmp_path, clean_work_tree
         print(f"rolling restart: {len(load.replies)} POSTs, {len(stored)} stored, 0 errors; "
               f"restart took {restart_seconds:.1f} s")
     finally:
-        subprocess.run(["bash", "-c", documented("local.sh stop")], cwd=ROOT, env=env,
-                       capture_output=True, timeout=60)
+        run_documented("local.sh stop", env, check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
