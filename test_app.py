@@ -1,6 +1,7 @@
 """Tests for Flask Tour, in the same numbered sections as app.py."""
 
 import ast
+import atexit
 import contextlib
 import dataclasses
 import fcntl
@@ -651,78 +652,15 @@ def serve_in_thread(app):
 
 
 def dump_dom(url, tmp_path, timeout=60):
-    """The DOM of `url` after its scripts ran, from headless Chromium, killed if it hangs."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group, to stop its helpers too
-    try:
-        dom, _ = proc.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
-    return dom.decode()
+    """The DOM of `url` after its scripts ran, in a fresh page of headless Chromium."""
+    return browse([url], tmp_path, timeout)[0]
 
 
 def browse(urls, profile, timeout=60):
-    """The DOM of each URL after its scripts ran, from one headless Chromium driven over its
-    DevTools pipe (one browser start for all of them, not one per page as with --dump-dom)."""
-    to_browser, from_browser = os.pipe(), os.pipe()
-
-    def pipe_fds():  # Chromium reads commands on fd 3 and writes replies on fd 4
-        read_end, write_end = os.dup(to_browser[0]), os.dup(from_browser[1])  # out of 3 and 4's way
-        os.dup2(read_end, 3)
-        os.dup2(write_end, 4)
-
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=pipe_fds, close_fds=False, start_new_session=True)
-    os.close(to_browser[0])
-    os.close(from_browser[1])
-    messages, pending, ids = [], b"", iter(range(1, 1_000_000))
-    deadline = time.monotonic() + timeout
-
-    def wait(wanted):
-        nonlocal pending
-        while True:
-            for message in messages:
-                if wanted(message):
-                    messages.remove(message)
-                    return message
-            assert time.monotonic() < deadline, "chromium did not answer in time"
-            chunk = os.read(from_browser[0], 65536)
-            assert chunk, "chromium closed its pipe"
-            *complete, pending = (pending + chunk).split(b"\0")  # messages end with a NUL byte
-            messages.extend(json.loads(message) for message in complete)
-
-    def send(method, session=None, **params):
-        message_id = next(ids)
-        os.write(to_browser[1], json.dumps({"id": message_id, "method": method, "params": params,
-                                            **({"sessionId": session} if session else {})}).encode() + b"\0")
-        return wait(lambda message: message.get("id") == message_id)["result"]
-
-    try:
-        target = send("Target.createTarget", url="about:blank")["targetId"]
-        session = send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        send("Page.enable", session)
-        doms = []
-        for url in urls:
-            send("Page.navigate", session, url=url)
-            wait(lambda message: message.get("method") == "Page.loadEventFired")
-            doms.append(send("Runtime.evaluate", session, returnByValue=True,
-                             expression="document.documentElement.outerHTML")["result"]["value"])
-        return doms
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        os.close(to_browser[1])
-        os.close(from_browser[0])
+    """The DOM of each URL after its scripts ran, in a fresh page of headless Chromium
+    (Chromium's own default window, 800 × 600, as with --dump-dom)."""
+    with headless_chromium(profile, timeout) as browser:
+        return [browser.load(url) for url in urls]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -744,6 +682,7 @@ class HeadlessChromium:
 
     def __init__(self, tmp_path, timeout=30):
         self.timeout, self.next_id, self.buffer, self.session = timeout, 0, b"", None
+        self.context, self.loads = None, 0  # the browser context of the page; load events seen
         # Pipe ends numbered 10 or more, so none is already the 3 or 4 it must become.
         to_browser, self.commands = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
         self.answers, from_browser = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
@@ -768,24 +707,38 @@ class HeadlessChromium:
         os.write(self.commands, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + self.timeout
         while True:
-            while b"\0" not in self.buffer:
-                assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
-                    f"chromium did not answer {method}"
-                chunk = os.read(self.answers, 65536)
-                assert chunk, "chromium closed its DevTools pipe"
-                self.buffer += chunk
-            text, _, self.buffer = self.buffer.partition(b"\0")
-            reply = json.loads(text)
+            reply = self.receive(deadline, method)
             if reply.get("id") == self.next_id:
                 assert "error" not in reply, (method, reply["error"])
                 return reply["result"]
 
+    def receive(self, deadline, awaited):
+        """The next message from Chromium: an answer, or an event (page loads are counted)."""
+        while b"\0" not in self.buffer:
+            assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
+                f"chromium did not answer {awaited}"
+            chunk = os.read(self.answers, 65536)
+            assert chunk, "chromium closed its DevTools pipe"
+            self.buffer += chunk
+        text, _, self.buffer = self.buffer.partition(b"\0")
+        message = json.loads(text)
+        if message.get("method") == "Page.loadEventFired" and message.get("sessionId") == self.session:
+            self.loads += 1
+        return message
+
+    def new_page(self):
+        """Start again in a browser context of its own: no cookies, storage or cache of before."""
+        self.close_page()
+        self.context = self.send("Target.createBrowserContext")["browserContextId"]
+
+    def close_page(self):
+        if self.context:
+            self.send("Target.disposeBrowserContext", browserContextId=self.context)
+        self.context = self.session = None
+
     def open(self, url, width, height=900):
         """Load `url` in a window `width` × `height` CSS pixels wide, once it has loaded."""
-        if self.session is None:
-            target = self.send("Target.createTarget", url="about:blank")["targetId"]
-            self.session = self.send("Target.attachToTarget", targetId=target,
-                                     flatten=True)["sessionId"]
+        self.attach()
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
         self.send("Page.navigate", url=url)
@@ -793,26 +746,69 @@ class HeadlessChromium:
                                        f"location.href === {json.dumps(url)}"),
                  f"{url} to load", timeout=self.timeout)
 
+    def attach(self):
+        """A page (a target) to drive, in this use's browser context."""
+        if self.session is None:
+            target = self.send("Target.createTarget", url="about:blank",
+                               **({"browserContextId": self.context} if self.context else {}))
+            self.session = self.send("Target.attachToTarget", targetId=target["targetId"],
+                                     flatten=True)["sessionId"]
+            self.send("Page.enable")  # Chromium tells of each page load from now on
+
+    def load(self, url):
+        """The DOM of `url` once its load event has fired (after a redirect too)."""
+        self.attach()
+        loads, deadline = self.loads, time.monotonic() + self.timeout
+        self.send("Page.navigate", url=url)
+        while self.loads == loads:
+            self.receive(deadline, f"{url} to load")
+        return self.evaluate("document.documentElement.outerHTML")
+
     def evaluate(self, expression):
         """The value of a JavaScript expression in the page."""
         return self.send("Runtime.evaluate", expression=expression,
                          returnByValue=True)["result"].get("value")
 
     def close(self):
+        if self.commands is None:
+            return  # closed already
         for fd in (self.commands, self.answers):
             os.close(fd)
+        self.commands = self.answers = None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 
+@functools.cache
+def shared_chromium():
+    """One headless Chromium for every test that uses a browser (each starts in a fresh
+    browser context, see headless_chromium): started once, stopped when the tests end."""
+    profile = tempfile.TemporaryDirectory(prefix="flask-tour-chromium-")
+    browser = HeadlessChromium(Path(profile.name))
+    atexit.register(profile.cleanup)
+    atexit.register(browser.close)  # runs first
+    return browser
+
+
 @contextlib.contextmanager
-def headless_chromium(tmp_path):
-    browser = HeadlessChromium(tmp_path)
+def headless_chromium(tmp_path, timeout=30):
+    """A fresh page (its own cookies, storage and cache, as a new profile would have) in the
+    headless Chromium the tests share; starting one costs about a second."""
+    browser = shared_chromium()
+    if browser.proc.poll() is not None:  # an earlier test's browser died: start another
+        shared_chromium.cache_clear()
+        browser = shared_chromium()
+    browser.timeout = timeout
+    browser.new_page()
     try:
         yield browser
     finally:
-        browser.close()
+        try:
+            browser.close_page()
+        except (AssertionError, OSError):  # it no longer answers: the next test starts another
+            browser.close()
+            shared_chromium.cache_clear()
 
 
 # How far the page is wider than the window, and the elements that stick out of it.
