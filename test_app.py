@@ -1182,7 +1182,12 @@ def uses_line(source):
 
 def app_units(source=None):
     """app.py split at its banners: the imports first, then every section and part."""
-    source = source or (ROOT / "app.py").read_text(encoding="utf-8")
+    return list(units_of(source or (ROOT / "app.py").read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=4)
+def units_of(source):
+    """app_units of a text, parsed once per run (the tests only read them)."""
     marks = list(BANNER.finditer(source))
     units = [Unit("imports", source[:marks[0].start()])]
     for mark, following in zip(marks, marks[1:] + [None]):
@@ -1193,7 +1198,7 @@ def app_units(source=None):
         key = (mark.group("part") or re.match(r"\d+", title) and re.match(r"\d+", title).group()
                or ("appendix" if title.startswith("Appendix") else "app"))
         units.append(Unit(key, text))
-    return units
+    return tuple(units)
 
 
 def endpoints_of(unit):
@@ -1255,6 +1260,12 @@ def owners(units):
     return names, endpoints, settings
 
 
+@functools.lru_cache(maxsize=1)
+def owners_in_app_py(source):
+    """owners() of app.py's units, worked out once per run."""
+    return owners(app_units(source))
+
+
 def used_from_others(unit, owned):
     """What a unit takes from other units: names, endpoints and settings, with their owner."""
     names, endpoints, settings = owned
@@ -1269,7 +1280,7 @@ def used_from_others(unit, owned):
 
 @pytest.mark.parametrize("unit", app_units()[1:], ids=lambda unit: unit.key)
 def test_each_uses_line_names_exactly_what_its_section_takes_from_others(unit):
-    owner = owners(app_units())
+    owner = owners_in_app_py((ROOT / "app.py").read_text(encoding="utf-8"))
     listed = {(token, section) for token, section in unit.uses if token}
     assert listed == used_from_others(unit, owner), (
         f"section {unit.key}: missing {used_from_others(unit, owner) - listed}, "
