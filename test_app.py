@@ -234,10 +234,16 @@ class LinkCollector(HTMLParser):
             (self.links if is_get else self.other_targets).append(attrs["action"])
 
 
-def internal_links(html, base):
+@functools.lru_cache(maxsize=64)
+def collected(html):
+    """A LinkCollector fed `html`; the crawls meet the same page many times, parsed once."""
     collector = LinkCollector()
     collector.feed(html)
-    for link in collector.links:
+    return collector
+
+
+def internal_links(html, base):
+    for link in collected(html).links:
         url = urljoin(base, link)
         parts = urlsplit(url)
         if not parts.netloc or parts.netloc == "localhost":
@@ -4241,9 +4247,7 @@ def other_targets(client, urls):
     for url in urls:
         response = client.get(url)
         if response.mimetype == "text/html":
-            collector = LinkCollector()
-            collector.feed(response.get_data(as_text=True))
-            targets.update(collector.other_targets)
+            targets.update(collected(response.get_data(as_text=True)).other_targets)
     return targets
 
 
