@@ -133,14 +133,15 @@ def ram_folder():
 
 
 @pytest.fixture
-def tmp_path(tmp_path):
-    """pytest's tmp_path, in RAM where the machine has a tmpfs: SQLite waits for the disk at
-    every commit, and on a busy machine those waits took most of the suite's time. Each test
-    gets a new empty folder there, removed after the test (pytest's own stays empty)."""
+def tmp_path(request, tmp_path_factory):
+    """A new empty folder for the test, as pytest's own tmp_path, but in RAM where the machine
+    has a tmpfs: SQLite waits for the disk at every commit, and on a busy machine those waits
+    took most of the suite's time. There, it is removed after the test."""
+    name = re.sub(r"\W", "_", request.node.name)[:30]
     if ram_folder() is None:
-        yield tmp_path
+        yield tmp_path_factory.mktemp(name)
         return
-    folder = Path(tempfile.mkdtemp(prefix=f"flask-tour-{tmp_path.name}-", dir=ram_folder()))
+    folder = Path(tempfile.mkdtemp(prefix=f"flask-tour-{name}-", dir=ram_folder()))
     try:
         yield folder
     finally:
@@ -823,7 +824,7 @@ class HeadlessChromium:
 def shared_chromium():
     """One headless Chromium for every test that uses a browser (each starts in a fresh
     browser context, see headless_chromium): started once, stopped when the tests end."""
-    profile = tempfile.TemporaryDirectory(prefix="flask-tour-chromium-")
+    profile = tempfile.TemporaryDirectory(prefix="flask-tour-chromium-", dir=ram_folder())
     browser = HeadlessChromium(Path(profile.name))
     atexit.register(profile.cleanup)
     atexit.register(browser.close)  # runs first
