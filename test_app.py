@@ -4184,8 +4184,10 @@ FORWARDED = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9", "X-Forwarded-Proto"
 
 def app_behind_proxies(tmp_path, proxies):
     """A test app that trusts X-Forwarded-* from `proxies` proxies (0: none)."""
-    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
-                       "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+    app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
+                      "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES  # as the app fixture's
+    return app
 
 
 def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
