@@ -762,7 +762,8 @@ class HeadlessChromium:
             self.buffer += chunk
         text, _, self.buffer = self.buffer.partition(b"\0")
         message = json.loads(text)
-        if message.get("method") == "Page.loadEventFired" and message.get("sessionId") == self.session:
+        if (message.get("method") == "Page.loadEventFired"
+                and message.get("sessionId") == self.session):
             self.loads += 1
         return message
 
@@ -1027,8 +1028,9 @@ class WriteLoad:
 # moment it exits, as a service manager does. Otherwise they go to PID 1, and an init that
 # reaps late (2 s on some sandboxes) keeps local.sh's `kill -0` waits going that long.
 REAPER = r"""
-import ctypes, json, os, subprocess, sys, threading, time
-ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER, where Linux has it
+import contextlib, ctypes, json, os, subprocess, sys, threading, time
+with contextlib.suppress(AttributeError):  # no prctl but on Linux: then PID 1 reaps them
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
 commands, lock = {}, threading.Lock()  # pid: Popen, kept so that nothing else waits for it
 
 def serve():
@@ -1061,8 +1063,12 @@ def reaper():
     proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, bufsize=1)
     answers = queue.Queue()
-    threading.Thread(target=lambda: [answers.put(json.loads(line)) for line in proc.stdout],
-                     daemon=True).start()
+
+    def read():
+        for line in proc.stdout:
+            answers.put(json.loads(line))
+        answers.put(["gone", None, None])
+    threading.Thread(target=read, daemon=True).start()
     return proc, answers
 
 
@@ -1080,6 +1086,7 @@ def run_reaped(args, cwd, env, timeout):
                 if started:
                     os.kill(started, signal.SIGKILL)
                 raise subprocess.TimeoutExpired(args, timeout) from None
+            assert event != "gone", "the process that runs the commands ended"
             if event == "started" and started is None:
                 started = pid
             elif event == "exited" and pid == started:  # not one an earlier timeout killed
