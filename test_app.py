@@ -782,7 +782,7 @@ class HeadlessChromium:
         self.attach()
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
-        self.send("Page.navigate", url=url)
+        self.navigate(url)
         wait_for(lambda: self.evaluate("document.readyState === 'complete' && "
                                        f"location.href === {json.dumps(url)}"),
                  f"{url} to load", timeout=self.timeout)
@@ -796,13 +796,18 @@ class HeadlessChromium:
                                      flatten=True)["sessionId"]
             self.send("Page.enable")  # Chromium tells of each page load from now on
 
+    def navigate(self, url):
+        """Go to `url` and, when that starts a new document (a link to a fragment of the same
+        page does not), wait for its load event."""
+        loads, deadline = self.loads, time.monotonic() + self.timeout
+        navigation = self.send("Page.navigate", url=url)
+        while "loaderId" in navigation and self.loads == loads:
+            self.receive(deadline, f"{url} to load")
+
     def load(self, url):
         """The DOM of `url` once its load event has fired (after a redirect too)."""
         self.attach()
-        loads, deadline = self.loads, time.monotonic() + self.timeout
-        self.send("Page.navigate", url=url)
-        while self.loads == loads:
-            self.receive(deadline, f"{url} to load")
+        self.navigate(url)
         return self.evaluate("document.documentElement.outerHTML")
 
     def evaluate(self, expression):
