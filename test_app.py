@@ -1,6 +1,7 @@
 """Tests for Flask Tour, in the same numbered sections as app.py."""
 
 import ast
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -13,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import queue
 import re
 import select
 import shutil
@@ -38,9 +40,11 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import flask
+import jinja2
 import pytest
 import werkzeug.exceptions
 import werkzeug.routing
+import werkzeug.routing.rules
 import werkzeug.security
 from gunicorn.config import Config as GunicornConfig
 from itsdangerous import URLSafeSerializer
@@ -75,16 +79,95 @@ def fast_password_hashing(monkeypatch):
     monkeypatch.setattr(tour, "generate_password_hash", fast)
 
 
+class CompiledTemplates(jinja2.BytecodeCache):
+    """Jinja's bytecode cache, in memory: each template is compiled once per test run, not once
+    per test's app (that was a third of the suite's time). Jinja checks each template's source
+    against the cached code and recompiles what changed."""
+
+    def __init__(self):
+        self.code = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+COMPILED_TEMPLATES = CompiledTemplates()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def url_builders_compiled_once():
+    """Werkzeug compiles two URL builder functions for every rule of every app it is given
+    (the rest of create_app's time); the tests' hundreds of apps have the same rules, so each
+    builder is compiled once and reused. A builder is a pure function of the rule's text,
+    parts and defaults, which is the key (a rule with a default inside its path is compiled
+    as usual)."""
+    original = werkzeug.routing.rules.Rule._compile_builder
+    builders = {}
+
+    def compile_builder(rule, append_unknown=True):
+        if any(dynamic and data in (rule.defaults or {}) for dynamic, data in rule._trace):
+            return original(rule, append_unknown)
+        key = (rule.rule, tuple(rule._trace), repr(sorted((rule.defaults or {}).items())),
+               append_unknown)
+        if key not in builders:
+            builders[key] = original(rule, append_unknown)
+        return builders[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(werkzeug.routing.rules.Rule, "_compile_builder", compile_builder)
+        yield
+
+
+@functools.cache
+def ram_folder():
+    """/dev/shm, where it is a tmpfs with room for the tests' files (about 40 MB) and, for
+    root, one where chattr +i works as read_only() needs; None elsewhere."""
+    try:
+        space = os.statvfs("/dev/shm")
+        if space.f_bavail * space.f_frsize < 512 * 2**20:
+            return None
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as probe:
+            if os.geteuid() == 0:
+                if subprocess.run(["chattr", "+i", probe], capture_output=True).returncode:
+                    return None
+                subprocess.run(["chattr", "-i", probe], check=True)
+        return Path("/dev/shm")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@pytest.fixture
+def tmp_path(request, tmp_path_factory):
+    """A new empty folder for the test, as pytest's own tmp_path, but in RAM where the machine
+    has a tmpfs: SQLite waits for the disk at every commit, and on a busy machine those waits
+    took most of the suite's time. There, it is removed after the test."""
+    name = re.sub(r"\W", "_", request.node.name)[:30]
+    if ram_folder() is None:
+        yield tmp_path_factory.mktemp(name)
+        return
+    folder = Path(tempfile.mkdtemp(prefix=f"flask-tour-{name}-", dir=ram_folder()))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def app(tmp_path):
     """An app on a temporary database and instance folder."""
-    return create_app({
+    app = create_app({
         "TESTING": True,
         "SECRET_KEY": TEST_SECRET,
         "JWT_SECRET_KEY": JWT_TEST_KEY,
         "DATABASE": str(tmp_path / "test.sqlite"),
         "ACCESS_LOG": True,  # whatever FLASK_ACCESS_LOG the shell has
     }, instance_path=str(tmp_path / "instance"))
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
+    return app
 
 
 @pytest.fixture
@@ -193,10 +276,16 @@ class LinkCollector(HTMLParser):
             (self.links if is_get else self.other_targets).append(attrs["action"])
 
 
-def internal_links(html, base):
+@functools.lru_cache(maxsize=64)
+def collected(html):
+    """A LinkCollector fed `html`; the crawls meet the same page many times, parsed once."""
     collector = LinkCollector()
     collector.feed(html)
-    for link in collector.links:
+    return collector
+
+
+def internal_links(html, base):
+    for link in collected(html).links:
         url = urljoin(base, link)
         parts = urlsplit(url)
         if not parts.netloc or parts.netloc == "localhost":
@@ -616,78 +705,15 @@ def serve_in_thread(app):
 
 
 def dump_dom(url, tmp_path, timeout=60):
-    """The DOM of `url` after its scripts ran, from headless Chromium, killed if it hangs."""
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", url]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # its own process group, to stop its helpers too
-    try:
-        dom, _ = proc.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == 0, f"chromium exited with {proc.returncode}"
-    return dom.decode()
+    """The DOM of `url` after its scripts ran, in a fresh page of headless Chromium."""
+    return browse([url], tmp_path, timeout)[0]
 
 
 def browse(urls, profile, timeout=60):
-    """The DOM of each URL after its scripts ran, from one headless Chromium driven over its
-    DevTools pipe (one browser start for all of them, not one per page as with --dump-dom)."""
-    to_browser, from_browser = os.pipe(), os.pipe()
-
-    def pipe_fds():  # Chromium reads commands on fd 3 and writes replies on fd 4
-        read_end, write_end = os.dup(to_browser[0]), os.dup(from_browser[1])  # out of 3 and 4's way
-        os.dup2(read_end, 3)
-        os.dup2(write_end, 4)
-
-    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=pipe_fds, close_fds=False, start_new_session=True)
-    os.close(to_browser[0])
-    os.close(from_browser[1])
-    messages, pending, ids = [], b"", iter(range(1, 1_000_000))
-    deadline = time.monotonic() + timeout
-
-    def wait(wanted):
-        nonlocal pending
-        while True:
-            for message in messages:
-                if wanted(message):
-                    messages.remove(message)
-                    return message
-            assert time.monotonic() < deadline, "chromium did not answer in time"
-            chunk = os.read(from_browser[0], 65536)
-            assert chunk, "chromium closed its pipe"
-            *complete, pending = (pending + chunk).split(b"\0")  # messages end with a NUL byte
-            messages.extend(json.loads(message) for message in complete)
-
-    def send(method, session=None, **params):
-        message_id = next(ids)
-        os.write(to_browser[1], json.dumps({"id": message_id, "method": method, "params": params,
-                                            **({"sessionId": session} if session else {})}).encode() + b"\0")
-        return wait(lambda message: message.get("id") == message_id)["result"]
-
-    try:
-        target = send("Target.createTarget", url="about:blank")["targetId"]
-        session = send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        send("Page.enable", session)
-        doms = []
-        for url in urls:
-            send("Page.navigate", session, url=url)
-            wait(lambda message: message.get("method") == "Page.loadEventFired")
-            doms.append(send("Runtime.evaluate", session, returnByValue=True,
-                             expression="document.documentElement.outerHTML")["result"]["value"])
-        return doms
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        os.close(to_browser[1])
-        os.close(from_browser[0])
+    """The DOM of each URL after its scripts ran, in a fresh page of headless Chromium
+    (Chromium's own default window, 800 × 600, as with --dump-dom)."""
+    with headless_chromium(profile, timeout) as browser:
+        return [browser.load(url) for url in urls]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -709,6 +735,7 @@ class HeadlessChromium:
 
     def __init__(self, tmp_path, timeout=30):
         self.timeout, self.next_id, self.buffer, self.session = timeout, 0, b"", None
+        self.context, self.loads = None, 0  # the browser context of the page; load events seen
         # Pipe ends numbered 10 or more, so none is already the 3 or 4 it must become.
         to_browser, self.commands = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
         self.answers, from_browser = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in pipe())
@@ -733,30 +760,68 @@ class HeadlessChromium:
         os.write(self.commands, json.dumps(message).encode() + b"\0")
         deadline = time.monotonic() + self.timeout
         while True:
-            while b"\0" not in self.buffer:
-                assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
-                    f"chromium did not answer {method}"
-                chunk = os.read(self.answers, 65536)
-                assert chunk, "chromium closed its DevTools pipe"
-                self.buffer += chunk
-            text, _, self.buffer = self.buffer.partition(b"\0")
-            reply = json.loads(text)
+            reply = self.receive(deadline, method)
             if reply.get("id") == self.next_id:
                 assert "error" not in reply, (method, reply["error"])
                 return reply["result"]
 
+    def receive(self, deadline, awaited):
+        """The next message from Chromium: an answer, or an event (page loads are counted)."""
+        while b"\0" not in self.buffer:
+            assert select.select([self.answers], [], [], deadline - time.monotonic())[0], \
+                f"chromium did not answer {awaited}"
+            chunk = os.read(self.answers, 65536)
+            assert chunk, "chromium closed its DevTools pipe"
+            self.buffer += chunk
+        text, _, self.buffer = self.buffer.partition(b"\0")
+        message = json.loads(text)
+        if (message.get("method") == "Page.loadEventFired"
+                and message.get("sessionId") == self.session):
+            self.loads += 1
+        return message
+
+    def new_page(self):
+        """Start again in a browser context of its own: no cookies, storage or cache of before."""
+        self.close_page()
+        self.context = self.send("Target.createBrowserContext")["browserContextId"]
+
+    def close_page(self):
+        if self.context:
+            self.send("Target.disposeBrowserContext", browserContextId=self.context)
+        self.context = self.session = None
+
     def open(self, url, width, height=900):
         """Load `url` in a window `width` × `height` CSS pixels wide, once it has loaded."""
-        if self.session is None:
-            target = self.send("Target.createTarget", url="about:blank")["targetId"]
-            self.session = self.send("Target.attachToTarget", targetId=target,
-                                     flatten=True)["sessionId"]
+        self.attach()
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
-        self.send("Page.navigate", url=url)
+        self.navigate(url)
         wait_for(lambda: self.evaluate("document.readyState === 'complete' && "
                                        f"location.href === {json.dumps(url)}"),
                  f"{url} to load", timeout=self.timeout)
+
+    def attach(self):
+        """A page (a target) to drive, in this use's browser context."""
+        if self.session is None:
+            target = self.send("Target.createTarget", url="about:blank",
+                               **({"browserContextId": self.context} if self.context else {}))
+            self.session = self.send("Target.attachToTarget", targetId=target["targetId"],
+                                     flatten=True)["sessionId"]
+            self.send("Page.enable")  # Chromium tells of each page load from now on
+
+    def navigate(self, url):
+        """Go to `url` and, when that starts a new document (a link to a fragment of the same
+        page does not), wait for its load event."""
+        loads, deadline = self.loads, time.monotonic() + self.timeout
+        navigation = self.send("Page.navigate", url=url)
+        while "loaderId" in navigation and self.loads == loads:
+            self.receive(deadline, f"{url} to load")
+
+    def load(self, url):
+        """The DOM of `url` once its load event has fired (after a redirect too)."""
+        self.attach()
+        self.navigate(url)
+        return self.evaluate("document.documentElement.outerHTML")
 
     def evaluate(self, expression):
         """The value of a JavaScript expression in the page."""
@@ -764,20 +829,45 @@ class HeadlessChromium:
                          returnByValue=True)["result"].get("value")
 
     def close(self):
+        if self.commands is None:
+            return  # closed already
         for fd in (self.commands, self.answers):
             os.close(fd)
+        self.commands = self.answers = None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
 
+@functools.cache
+def shared_chromium():
+    """One headless Chromium for every test that uses a browser (each starts in a fresh
+    browser context, see headless_chromium): started once, stopped when the tests end."""
+    profile = tempfile.TemporaryDirectory(prefix="flask-tour-chromium-", dir=ram_folder())
+    browser = HeadlessChromium(Path(profile.name))
+    atexit.register(profile.cleanup)
+    atexit.register(browser.close)  # runs first
+    return browser
+
+
 @contextlib.contextmanager
-def headless_chromium(tmp_path):
-    browser = HeadlessChromium(tmp_path)
+def headless_chromium(tmp_path, timeout=30):
+    """A fresh page (its own cookies, storage and cache, as a new profile would have) in the
+    headless Chromium the tests share; starting one costs about a second."""
+    browser = shared_chromium()
+    if browser.proc.poll() is not None:  # an earlier test's browser died: start another
+        shared_chromium.cache_clear()
+        browser = shared_chromium()
+    browser.timeout = timeout
+    browser.new_page()
     try:
         yield browser
     finally:
-        browser.close()
+        try:
+            browser.close_page()
+        except (AssertionError, OSError):  # it no longer answers: the next test starts another
+            browser.close()
+            shared_chromium.cache_clear()
 
 
 # How far the page is wider than the window, and the elements that stick out of it.
@@ -951,10 +1041,79 @@ class WriteLoad:
             thread.join(timeout=20)
 
 
-def run_documented(command, env, timeout=60):
-    result = subprocess.run(["bash", "-c", documented(command)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
+# Runs commands for the tests as a Linux "child subreaper": the daemons a command leaves
+# (deploy/local.sh's gunicorns and nginx) become its children, and it reaps each one the
+# moment it exits, as a service manager does. Otherwise they go to PID 1, and an init that
+# reaps late (2 s on some sandboxes) keeps local.sh's `kill -0` waits going that long.
+REAPER = r"""
+import contextlib, ctypes, json, os, subprocess, sys, threading, time
+with contextlib.suppress(AttributeError):  # no prctl but on Linux: then PID 1 reaps them
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+commands, lock = {}, threading.Lock()  # pid: Popen, kept so that nothing else waits for it
+
+def serve():
+    for line in sys.stdin:
+        args, cwd, env, out, err = json.loads(line)
+        with lock, open(out, "wb") as stdout, open(err, "wb") as stderr:
+            command = subprocess.Popen(args, cwd=cwd, env=env, stdout=stdout, stderr=stderr)
+            commands[command.pid] = command
+            print(json.dumps(["started", command.pid, None]), flush=True)  # before "exited"
+    os._exit(0)  # the tests are over
+
+threading.Thread(target=serve, daemon=True).start()
+while True:
+    try:
+        pid, status = os.wait()  # a command that ended, or a daemon it left
+    except ChildProcessError:
+        time.sleep(0.01)
+        continue
+    with lock:
+        if pid in commands:
+            commands.pop(pid).returncode = code = os.waitstatus_to_exitcode(status)
+            print(json.dumps(["exited", pid, code]), flush=True)
+"""
+
+
+@functools.cache
+def reaper():
+    """The one process that runs every documented command (see REAPER), until the tests end,
+    and a queue of the lines it answers with."""
+    proc = subprocess.Popen([sys.executable, "-c", REAPER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, bufsize=1)
+    answers = queue.Queue()
+
+    def read():
+        for line in proc.stdout:
+            answers.put(json.loads(line))
+        answers.put(["gone", None, None])
+    threading.Thread(target=read, daemon=True).start()
+    return proc, answers
+
+
+def run_reaped(args, cwd, env, timeout):
+    """subprocess.run(args, capture_output=True, text=True, timeout=…) through the reaper."""
+    proc, answers = reaper()
+    with tempfile.TemporaryDirectory() as temp:
+        out, err = Path(temp, "stdout"), Path(temp, "stderr")
+        print(json.dumps([args, str(cwd), env, str(out), str(err)]), file=proc.stdin, flush=True)
+        deadline, started = time.monotonic() + timeout, None
+        while True:
+            try:
+                event, pid, code = answers.get(timeout=max(0, deadline - time.monotonic()))
+            except queue.Empty:
+                if started:
+                    os.kill(started, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(args, timeout) from None
+            assert event != "gone", "the process that runs the commands ended"
+            if event == "started" and started is None:
+                started = pid
+            elif event == "exited" and pid == started:  # not one an earlier timeout killed
+                return subprocess.CompletedProcess(args, code, out.read_text(), err.read_text())
+
+
+def run_documented(command, env, timeout=60, check=True):
+    result = run_reaped(["bash", "-c", documented(command)], ROOT, env, timeout)
+    assert result.returncode == 0 or not check, f"{command}:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -1099,7 +1258,12 @@ def uses_line(source):
 
 def app_units(source=None):
     """app.py split at its banners: the imports first, then every section and part."""
-    source = source or (ROOT / "app.py").read_text(encoding="utf-8")
+    return list(units_of(source or (ROOT / "app.py").read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=4)
+def units_of(source):
+    """app_units of a text, parsed once per run (the tests only read them)."""
     marks = list(BANNER.finditer(source))
     units = [Unit("imports", source[:marks[0].start()])]
     for mark, following in zip(marks, marks[1:] + [None]):
@@ -1110,7 +1274,7 @@ def app_units(source=None):
         key = (mark.group("part") or re.match(r"\d+", title) and re.match(r"\d+", title).group()
                or ("appendix" if title.startswith("Appendix") else "app"))
         units.append(Unit(key, text))
-    return units
+    return tuple(units)
 
 
 def endpoints_of(unit):
@@ -1177,6 +1341,12 @@ def owners(units):
     return names, endpoints, settings
 
 
+@functools.lru_cache(maxsize=1)
+def owners_in_app_py(source):
+    """owners() of app.py's units, worked out once per run."""
+    return owners(app_units(source))
+
+
 def used_from_others(unit, owned):
     """What a unit takes from other units: names, endpoints and settings, with their owner."""
     names, endpoints, settings = owned
@@ -1191,7 +1361,7 @@ def used_from_others(unit, owned):
 
 @pytest.mark.parametrize("unit", app_units()[1:], ids=lambda unit: unit.key)
 def test_each_uses_line_names_exactly_what_its_section_takes_from_others(unit):
-    owner = owners(app_units())
+    owner = owners_in_app_py((ROOT / "app.py").read_text(encoding="utf-8"))
     listed = {(token, section) for token, section in unit.uses if token}
     assert listed == used_from_others(unit, owner), (
         f"section {unit.key}: missing {used_from_others(unit, owner) - listed}, "
@@ -4685,8 +4855,10 @@ FORWARDED = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9", "X-Forwarded-Proto"
 
 def app_behind_proxies(tmp_path, proxies):
     """A test app that trusts X-Forwarded-* from `proxies` proxies (0: none)."""
-    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
-                       "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+    app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "TRUSTED_PROXIES": proxies,
+                      "DATABASE": str(tmp_path / "db.sqlite")}, instance_path=str(tmp_path / "i"))
+    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES  # as the app fixture's
+    return app
 
 
 def test_proxy_fix_gives_the_app_the_clients_view(tmp_path):
@@ -4782,9 +4954,7 @@ def other_targets(client, urls):
     for url in urls:
         response = client.get(url)
         if response.mimetype == "text/html":
-            collector = LinkCollector()
-            collector.feed(response.get_data(as_text=True))
-            targets.update(collector.other_targets)
+            targets.update(collected(response.get_data(as_text=True)).other_targets)
     return targets
 
 
@@ -5256,8 +5426,7 @@ def test_rolling_restart_under_post_load_loses_nothing(tmp_path, clean_work_tree
         print(f"rolling restart: {len(load.replies)} POSTs, {len(stored)} stored, 0 errors; "
               f"restart took {restart_seconds:.1f} s")
     finally:
-        subprocess.run(["bash", "-c", documented("local.sh stop")], cwd=ROOT, env=env,
-                       capture_output=True, timeout=60)
+        run_documented("local.sh stop", env, check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -5555,8 +5724,9 @@ def test_highlighting_tells_comments_and_strings_apart_in_other_languages():
 
 def collected_tests(*args):
     """The test node ids of test_app.py that pytest collects with `args` (such as -k …)."""
+    # --assert=plain: collecting runs no assert, so test_app.py needs no rewriting (half the time)
     result = subprocess.run([sys.executable, "-m", "pytest", "test_app.py", "--collect-only", "-q",
-                             "-p", "no:cacheprovider", *args], cwd=ROOT,
+                             "-p", "no:cacheprovider", "--assert=plain", *args], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     return [line for line in result.stdout.splitlines() if line.startswith("test_app.py::")]
 
