@@ -3,6 +3,7 @@
 import ast
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import http.client
