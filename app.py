@@ -2168,8 +2168,9 @@ def set_up_logging(state):
 # an attacker how the app works inside. `/errors/classic` reproduces the errors learners
 # meet most (application context, CSRF, 405, BuildError, TemplateNotFound, the bare 400)
 # and shows each one's real message.
-# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7); its pages extend
-# base.html (section 4). The CSRF demo shows section 5's check when the app has it.
+# Uses `problem`, `is_api_request` and `HTTP_ERROR_TITLES` (section 7), the `DATABASE`
+# setting (section 9); its pages extend base.html (section 4). The CSRF demo shows section
+# 5's check when the app has it.
 
 errors_bp = Blueprint("errors", __name__)
 
@@ -2200,7 +2201,8 @@ ERROR_SENTENCES = {
 @errors_bp.app_errorhandler(sqlite3.OperationalError)
 def handle_database_error(error):
     """A locked, read-only or missing database: 503, logged, nothing leaked."""
-    current_app.logger.error("Database unavailable: %s (request %s)", error, g.get("request_id"))
+    current_app.logger.error("Database unavailable: %s: %s (request %s)", error,  # which file
+                             current_app.config.get("DATABASE"), g.get("request_id"))
     g.user = None  # the error page must not ask the failing database who is logged in
     return render_error(503, "The database is busy or unavailable. Please try again shortly.",
                         {"Retry-After": "2"})
@@ -2410,32 +2412,35 @@ def refuse_gunicorn_script_name():
 # Uses `tour_bp` (section 2); topic.html extends base.html (section 4).
 
 
+# A topic page shows a dozen files, highlighted: 25 to 180 ms of work (measured), which a
+# class of 300 opening topics would queue behind. So, as Jinja compiles a template once,
+# each app works out what a page shows once, and again on every request only while its
+# templates auto-reload (`flask run --debug`), so that an edited lesson shows on reload.
+def once_per_app(build, *arguments):
+    """`build(*arguments)`, kept for the app's life unless its templates auto-reload."""
+    if current_app.jinja_env.auto_reload:  # TEMPLATES_AUTO_RELOAD, on with --debug
+        return build(*arguments)
+    kept = current_app.extensions.setdefault("flask_tour_pages", {})
+    if (build, *arguments) not in kept:
+        kept[build, *arguments] = build(*arguments)
+    return kept[build, *arguments]
+
+
 def load_topics():
     """Every topic's teaching text, from lessons/NN_name/teaching/topic.json, in order."""
+    return once_per_app(read_topics)
+
+
+def read_topics():
+    """Read every lesson's teaching/topic.json (`load_topics` keeps the result)."""
     lessons = Path(current_app.root_path) / "lessons"
-    return [parse_topic(read_text(folder / "teaching" / "topic.json")) | {"folder": folder.name}
+    return [json.loads(read_text(folder / "teaching" / "topic.json")) | {"folder": folder.name}
             for folder in sorted(lessons.glob("[0-9][0-9]_*"))
             if (folder / "teaching" / "topic.json").is_file()]
 
 
-@functools.cache  # pure, as `read_version`: each version of a file is parsed once
-def parse_topic(text):
-    """A topic.json file's text as a dict (the pages only read it)."""
-    return json.loads(text)
-
-
-# A page shows a dozen files and their highlighted code: each file is read and worked out
-# again only when it changes on disk (measured: 25 to 180 ms a topic page otherwise, which
-# a class of 300 opening topics would queue behind), so an edit still shows on reload.
 def read_text(path):
-    """A file's text, read again only when its modification time or size changes."""
-    status = os.stat(path)
-    return read_version(str(path), status.st_mtime_ns, status.st_size)
-
-
-@functools.cache
-def read_version(path, modified, size):
-    """One version of a file's text: `read_text` keys it on when it changed."""
+    """A text file's contents: the pages show files as they are on disk."""
     return Path(path).read_text(encoding="utf-8")
 
 
@@ -2484,7 +2489,20 @@ def lesson_zip(folder):
 
 def topic_page(topic):
     """The page of one topic: the cheat sheet, the lesson, the demos, then app.py's section."""
-    return render_template("topic.html", **topic_context(topic))
+    # Its body depends only on files and the URL prefix, never on who asks: rendered once.
+    body = once_per_app(topic_body, topic["number"], request.script_root) or abort(404)
+    return render_template("topic.html", topic=topic, body=body)
+
+
+def topic_body(number, script_root):
+    """The HTML of a topic page's body under one URL prefix; None when this file lacks its section."""
+    view = topic_view(number)
+    if view is None:  # a copy of a few sections: the rest are not in it
+        return None
+    topics = load_topics()
+    return Markup(render_template("_topic_body.html", **view,
+                                  previous=topics[number - 2] if number > 1 else None,
+                                  next=topics[number] if number < len(topics) else None))
 
 
 def tests_page(topic):
@@ -2494,16 +2512,15 @@ def tests_page(topic):
     return render_template("topic_tests.html", topic=topic, tests=tests, code=code)
 
 
-def topic_context(topic):
-    """What topic.html shows of one topic, highlighted."""
+def topic_view(number):
+    """What topic.html shows of one topic, highlighted; None when this file lacks its section."""
     sections = source_sections()
-    if topic["number"] not in sections:  # a copy of a few sections: the rest are not in it
-        abort(404)
-    first_line, source = sections[topic["number"]]
+    if number not in sections:  # a copy of a few sections: the rest are not in it
+        return None
+    first_line, source = sections[number]
+    topic = get_topic(number)
     folder = lesson_folder(topic)
     teaching = folder / "teaching"
-    topics = load_topics()
-    number = topic["number"]
     return dict(
         topic=topic,
         cheat_sheet=shown_file(teaching / topic["cheat_sheet"]["file"], teaching,
@@ -2522,8 +2539,6 @@ def topic_context(topic):
         files=[shown for path in topic["files"]
                if (shown := shown_file(Path(current_app.root_path) / path))],
         tests=tests_view(number),
-        previous=topics[number - 2] if number > 1 else None,
-        next=topics[number] if number < len(topics) else None,
     )
 
 
@@ -2626,9 +2641,9 @@ def test_names(source):
 PYTEST_K_RESERVED = "test_app.py parametrize skipif usefixtures pytestmark and or not"
 
 
-# Pure functions of their text, so each version of a file is worked out once per process:
-# a topic's code, files and tests take 25 to 180 ms to highlight (measured), and a class of
-# 300 opening topics would queue behind that. The files are still read on every request.
+# Pure functions of their text, so each version of a file is highlighted once per process,
+# also where `once_per_app` works a page out again: with `flask run --debug`, and in the
+# tests, which build hundreds of apps.
 @functools.cache
 def pytest_command(section, whole_file):
     """A `pytest -k` command that runs exactly the tests of `section`.
@@ -2671,8 +2686,8 @@ PART_BANNER = re.compile(r"# --- (\d+\.\d+ .*?) -*$")
 def source_sections(path=None):
     """Map each topic number to (first line number, its section of the file, banner included).
 
-    The file is this very module unless `path` names another with the same banners; it is
-    read again whenever it changes, so the page always shows what is on disk.
+    The file is this very module unless `path` names another with the same banners, read
+    now: the page shows what is on disk.
     """
     return sections_of(read_text(path or __file__))
 

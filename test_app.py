@@ -2436,7 +2436,7 @@ def test_a_read_only_database_file_is_503_and_recovers_without_restart(app, clie
     assert health.json["reason"].startswith(f"{database} is read-only for this process")
     assert health.json["reason"].endswith(f"its owner uid {os.geteuid()}; make it writable")
     assert reading.status_code == 200  # reads still work
-    assert "Database unavailable: attempt to write a readonly database" in caplog.text
+    assert f"Database unavailable: attempt to write a readonly database: {database}" in caplog.text
     assert f"Health check failed: {database} is read-only" in caplog.text
     api, page, health = write("after")  # the same app: no connection outlives its request
     assert (api, page, health.status_code) == (201, 302, 200)
