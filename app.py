@@ -2490,6 +2490,14 @@ def lesson_zip(folder):
 # The tour, a topic and its tests show only files, never who asks: the body of each page is
 # rendered once per app and URL prefix (links carry the prefix), and page.html puts it in
 # the layout, which shows who is logged in. Measured: a topic page in a third of the time.
+def rendered_body(template, **context):
+    """`template` rendered as the HTML of a page's body, every character ASCII."""
+    html = render_template(template, **context)
+    # "…" as "&#8230;": the same page, but an all-ASCII one is copied and encoded for each
+    # request several times faster (measured: 0.13 ms against 0.005 ms for a topic page).
+    return Markup(html.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+
+
 def tour_page():
     """The tour: every topic with its demos."""
     return render_template("page.html", title="The tour",
@@ -2498,7 +2506,7 @@ def tour_page():
 
 def tour_body(script_root):
     """The HTML of the tour's body under one URL prefix."""
-    return Markup(render_template("tour.html", topics=load_topics()))
+    return rendered_body("tour.html", topics=load_topics())
 
 
 def topic_page(topic):
@@ -2513,9 +2521,8 @@ def topic_body(number, script_root):
     if view is None:  # a copy of a few sections: the rest are not in it
         return None
     topics = load_topics()
-    return Markup(render_template("topic.html", **view,
-                                  previous=topics[number - 2] if number > 1 else None,
-                                  next=topics[number] if number < len(topics) else None))
+    return rendered_body("topic.html", **view, previous=topics[number - 2] if number > 1 else None,
+                         next=topics[number] if number < len(topics) else None)
 
 
 def tests_page(topic):
@@ -2531,8 +2538,7 @@ def tests_body(number, script_root):
     if tests is None:
         return None
     code = highlight_python(tests["source"], tests["first_line"], anchor="test-L")
-    return Markup(render_template("topic_tests.html", topic=get_topic(number), tests=tests,
-                                  code=code))
+    return rendered_body("topic_tests.html", topic=get_topic(number), tests=tests, code=code)
 
 
 def topic_view(number):
