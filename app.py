@@ -2409,7 +2409,7 @@ def refuse_gunicorn_script_name():
 # each numbered section of this very file by its banner, so the code on screen is the code
 # that runs; `highlight_python` colours it with the standard library's tokenizer, so the
 # page needs no JavaScript. A copy of the tour brings lessons/ along: it is what the pages show.
-# Uses `tour_bp` (section 2); topic.html extends base.html (section 4).
+# Uses `tour_bp` (section 2); page.html extends base.html (section 4).
 
 
 # A topic page shows a dozen files, highlighted: 25 to 180 ms of work (measured), which a
@@ -2506,7 +2506,7 @@ def tour_page():
 
 def tour_body(script_root):
     """The HTML of the tour's body under one URL prefix."""
-    return rendered_body("tour.html", topics=load_topics())
+    return rendered_body("_tour.html", topics=load_topics())
 
 
 def topic_page(topic):
@@ -2521,7 +2521,7 @@ def topic_body(number, script_root):
     if view is None:  # a copy of a few sections: the rest are not in it
         return None
     topics = load_topics()
-    return rendered_body("topic.html", **view, previous=topics[number - 2] if number > 1 else None,
+    return rendered_body("_topic.html", **view, previous=topics[number - 2] if number > 1 else None,
                          next=topics[number] if number < len(topics) else None)
 
 
@@ -2538,11 +2538,11 @@ def tests_body(number, script_root):
     if tests is None:
         return None
     code = highlight_python(tests["source"], tests["first_line"], anchor="test-L")
-    return rendered_body("topic_tests.html", topic=get_topic(number), tests=tests, code=code)
+    return rendered_body("_topic_tests.html", topic=get_topic(number), tests=tests, code=code)
 
 
 def topic_view(number):
-    """What topic.html shows of one topic, highlighted; None when this file lacks its section."""
+    """What _topic.html shows of one topic, highlighted; None when this file lacks its section."""
     sections = source_sections()
     if number not in sections:  # a copy of a few sections: the rest are not in it
         return None
@@ -2580,7 +2580,7 @@ def demo_links(topic):
 
 
 def panel_view(index, panel, teaching, source, first_line):
-    """What topic.html needs to show one Elsewhere panel: its code highlighted, its links."""
+    """What _topic.html needs to show one Elsewhere panel: its code highlighted, its links."""
     def code(key, language, anchor):
         return highlight(read_text(teaching / panel[key]).rstrip("\n"), language,
                          anchor=anchor) if key in panel else ""
