@@ -211,9 +211,9 @@ def try_rule(rule, value):
 # `render_template` fills in a file from templates/. Every page extends `base.html`, the
 # one layout; `_macros.html` holds the form-field and pagination macros. Jinja2 escapes
 # every `{{ value }}` in .html templates, and `url_for` builds every link, so pages keep
-# working when the app is mounted under a prefix. (Each `url_for` costs about 25 µs: the
-# tour's 67 links are a third of its time, measured. Earlier versions cached them; a cache
-# is not the pattern to copy, so the tour pays it.) `has_endpoint` lets `base.html` link
+# working when the app is mounted under a prefix. (Each `url_for` costs about 25 µs; the
+# tour's own pages build their many links once per app, see the appendix, and every other
+# page builds its links on each request.) `has_endpoint` lets `base.html` link
 # only to the sections an app has registered, so a copied section's pages still render.
 # Uses nothing from other sections: base.html shows who is logged in, and the log-out
 # form, only when the app has the sections that provide them.
@@ -2421,9 +2421,15 @@ def once_per_app(build, *arguments):
     if current_app.jinja_env.auto_reload:  # TEMPLATES_AUTO_RELOAD, on with --debug
         return build(*arguments)
     kept = current_app.extensions.setdefault("flask_tour_pages", {})
+    if len(kept) >= ONCE_PER_APP_LIMIT and (build, *arguments) not in kept:
+        return build(*arguments)  # a new URL prefix on every request cannot fill the memory
     if (build, *arguments) not in kept:
         kept[build, *arguments] = build(*arguments)
     return kept[build, *arguments]
+
+
+# 30 pages (the tour, 14 topics, their tests) under a few URL prefixes, 200 KB at most each.
+ONCE_PER_APP_LIMIT = 200
 
 
 def load_topics():
@@ -2440,7 +2446,7 @@ def read_topics():
 
 
 def read_text(path):
-    """A text file's contents: the pages show files as they are on disk."""
+    """A text file's contents, as the pages show it (read when `once_per_app` builds a page)."""
     return Path(path).read_text(encoding="utf-8")
 
 
@@ -2505,7 +2511,8 @@ def tour_page():
 
 
 def tour_body(script_root):
-    """The HTML of the tour's body under one URL prefix."""
+    """The HTML of the tour's body under one URL prefix (`script_root` keys it: `url_for`
+    reads the prefix from the request itself)."""
     return rendered_body("_tour.html", topics=load_topics())
 
 
@@ -2615,9 +2622,10 @@ def name_line(source, first_line, name):
     """The line number where `source` defines `name` (else first uses it), or None."""
     code = [(first_line + index, line) for index, line in enumerate(source.splitlines())
             if not line.lstrip().startswith("#")]
-    defines = re.compile(rf"\s*(?:def |class )?{re.escape(name)}\b\s*[(:=,]")
+    defines = re.compile(rf"\s*(?:def|class) {re.escape(name)}\b")
+    assigns = re.compile(rf"\s*{re.escape(name)}\b\s*[:=,]")  # not a call at a line's start
     uses = re.compile(rf"(?<!\w){re.escape(name)}\b")
-    for pattern in (defines.match, uses.search):
+    for pattern in (defines.match, assigns.match, uses.search):
         for number, line in code:
             if pattern(line):
                 return number
@@ -2716,7 +2724,7 @@ def source_sections(path=None):
     """Map each topic number to (first line number, its section of the file, banner included).
 
     The file is this very module unless `path` names another with the same banners, read
-    now: the page shows what is on disk.
+    on each call (the pages call it when `once_per_app` builds them).
     """
     return sections_of(read_text(path or __file__))
 

@@ -5602,8 +5602,17 @@ def test_what_app_py_adds_links_every_addition_to_its_line_of_the_section(reader
         line = tour.name_line(source, first_line, name)
         assert line is not None, (topic["number"], name)
         assert name in APP_LINES[line - 1]
+        if re.search(rf"^\s*(def|class) {name}\b", source, re.M):  # its definition, not a call
+            assert re.match(rf"\s*(def|class) {name}\b", APP_LINES[line - 1]), (name, line)
         assert f'<a href="#L{line}"><code>{name}</code></a>: {as_shown(why)}' in html
     assert "our_version" not in topic  # the paragraph became the list
+
+
+def test_pages_kept_once_per_url_prefix_are_bounded(app):
+    client = app.test_client()
+    for index in range(tour.ONCE_PER_APP_LIMIT + 20):  # a new prefix each time, as a proxy could send
+        assert client.get("/", base_url=f"http://localhost/p{index}").status_code == 200
+    assert len(app.extensions["flask_tour_pages"]) == tour.ONCE_PER_APP_LIMIT
 
 
 def test_the_imports_a_page_shows_are_what_its_section_needs(reader):

@@ -17,10 +17,11 @@ def about():
     return "Lesson 2 shows routes, converters, url_for and methods."
 
 
-@app.route("/square/<int:n>")
+@app.route("/square/<int(max=9999):n>")
 def square(n):
     """Square a whole number taken from the URL."""
-    # <int:n> hands the view an int, and /square/abc is a 404 before this code runs.
+    # <int:n> hands the view an int, and /square/abc is a 404 before this code runs;
+    # max=9999 makes a number too big to print a 404 as well, not a crash.
     return f"{n} squared is {n * n}"
 
 

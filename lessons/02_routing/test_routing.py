@@ -28,6 +28,7 @@ def test_home_links_are_built_with_url_for(client):
 def test_int_converter(client):
     assert client.get("/square/12").data == b"12 squared is 144"
     assert client.get("/square/abc").status_code == 404
+    assert client.get("/square/" + "9" * 3000).status_code == 404  # over max: not a crash
 
 
 def test_methods(client):

@@ -5,7 +5,7 @@ from dotenv import load_dotenv
 from flask import Flask, render_template
 
 # A setting whose name holds one of these words is a secret: the page never shows it.
-SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
+SECRET_WORDS = ("SECRET", "PASS", "PWD", "PIN", "TOKEN", "KEY", "AUTH", "CREDENTIAL")
 
 
 def shown(name, value):

@@ -67,7 +67,10 @@ def create_app(test_config=None):
     @app.post("/api/token")
     def get_token():
         """Trade a JSON username and password for a token."""
-        data = request.get_json(silent=True)  # None when the body is not JSON
+        try:
+            data = request.get_json(silent=True)  # None when the body is not JSON
+        except RecursionError:  # JSON nested thousands of levels deep is no login either
+            data = None
         if not isinstance(data, dict):  # a list or a number is JSON too
             data = {}
         username, password = data.get("username"), data.get("password")

@@ -25,7 +25,8 @@ def finish_request(response):
     # Stops a browser from guessing that a text file is a script and running it.
     response.headers["X-Content-Type-Options"] = "nosniff"
     # The logger, not print(): each line gets a level and can be filtered or sent to a file.
-    app.logger.info("%s %s %s %.1fms id=%s", request.method, request.path,
+    # %r writes a line break sent in the URL as \n: a visitor cannot add a fake line to the log.
+    app.logger.info("%s %r %s %.1fms id=%s", request.method, request.path,
                     response.status_code, elapsed_ms, g.request_id)
     # Flask sends what this function returns: forget the return and the visitor gets an error.
     return response

@@ -42,4 +42,6 @@ def test_a_404_gets_the_headers_too(client):
 def test_one_log_line_per_request(client, caplog):
     caplog.set_level("INFO", logger="hooks")
     client.get("/")
-    assert any("GET / 200" in record.getMessage() for record in caplog.records)
+    assert any("GET '/' 200" in record.getMessage() for record in caplog.records)
+    client.get("/x%0aINFO in hooks: forged")  # a line break in the URL stays on one line
+    assert not any("\n" in record.getMessage() for record in caplog.records)
