@@ -2416,20 +2416,21 @@ def refuse_gunicorn_script_name():
 # class of 300 opening topics would queue behind. So, as Jinja compiles a template once,
 # each app works out what a page shows once, and again on every request only while its
 # templates auto-reload (`flask run --debug`), so that an edited lesson shows on reload.
+ONCE_PER_APP_LIMIT = 200  # 30 pages (the tour, 14 topics, their tests) under a few URL prefixes
+
+
 def once_per_app(build, *arguments):
     """`build(*arguments)`, kept for the app's life unless its templates auto-reload."""
     if current_app.jinja_env.auto_reload:  # TEMPLATES_AUTO_RELOAD, on with --debug
         return build(*arguments)
     kept = current_app.extensions.setdefault("flask_tour_pages", {})
-    if len(kept) >= ONCE_PER_APP_LIMIT and (build, *arguments) not in kept:
-        return build(*arguments)  # a new URL prefix on every request cannot fill the memory
-    if (build, *arguments) not in kept:
-        kept[build, *arguments] = build(*arguments)
-    return kept[build, *arguments]
-
-
-# 30 pages (the tour, 14 topics, their tests) under a few URL prefixes, 200 KB at most each.
-ONCE_PER_APP_LIMIT = 200
+    key = (build, *arguments)
+    if key not in kept:
+        result = build(*arguments)
+        if len(kept) >= ONCE_PER_APP_LIMIT:  # a new URL prefix per request cannot fill memory
+            return result
+        kept[key] = result
+    return kept[key]
 
 
 def load_topics():
