@@ -577,12 +577,12 @@ def make_side_files_writable(path):
         database = os.stat(path)
     except OSError:
         return
+    mode = stat.S_IMODE(database.st_mode)
     for side in (path + "-wal", path + "-shm"):
         try:
             found = os.stat(side)
         except OSError:
             continue
-        mode = stat.S_IMODE(database.st_mode)
         if (stat.S_IMODE(found.st_mode) != mode and not os.access(side, os.W_OK)
                 and os.access(path, os.W_OK)):
             with contextlib.suppress(OSError):  # not its owner: database_problem says what to do
@@ -618,9 +618,14 @@ def database_problem(path, min_free=64 * 1024):
                 f"SQLite must create {os.path.basename(path)}, its -wal and -shm in it")
     if missing:
         return f"the database {path} does not exist"
-    free = shutil.disk_usage(folder).free
+    return disk_full(path, min_free)
+
+
+def disk_full(path, min_free):
+    """A sentence naming the file when its disk has under `min_free` bytes free, else None."""
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     if free < min_free:
-        return f"the disk holding {path} is full: {free} bytes free"
+        return f"the disk holding {path} is full: {free} bytes free, {min_free} wanted"
     return None
 
 
@@ -2309,7 +2314,8 @@ def csrf_refusal():
 # Under a prefix (DispatcherMiddleware, or nginx's X-Forwarded-Prefix) `url_for` puts it in
 # every URL; set SESSION_COOKIE_PATH to it so the cookie stays there too. `/proxy` shows
 # what the app sees of the client, beside what reached the server.
-# Uses `get_db`, `add_schema`, `database_problem` and the `DATABASE` setting (section 9); its
+# Uses `get_db`, `add_schema`, `database_problem`, `disk_full` and the `DATABASE` setting
+# (section 9); its
 # page extends base.html (section 4).
 
 deployment_bp = Blueprint("deployment", __name__)
@@ -2318,8 +2324,6 @@ deployment_bp = Blueprint("deployment", __name__)
 # /healthz answers 200 when, in the last HEALTH_CHECK_INTERVAL seconds, this process wrote to
 # the database file at DATABASE and the disk held HEALTH_MIN_FREE_BYTES: a note write would
 # have worked then. Otherwise 503 and why, naming the file (missing, read-only, disk full).
-
-
 @deployment_bp.route("/healthz")
 def healthz():
     """Liveness, and proof that a note write would work: 503 with the reason if not."""
@@ -2350,10 +2354,7 @@ def check_database_write():
     except sqlite3.Error as error:
         return database_problem(path, min_free) or f"{error}: {path}"
     # That write may fit in pages SQLite already has; a note's needs new ones on a full disk.
-    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    if free < min_free:
-        return f"the disk holding {path} is full: {free} bytes free, {min_free} wanted"
-    return None
+    return disk_full(path, min_free)
 
 
 @deployment_bp.route("/proxy")
@@ -2551,7 +2552,8 @@ def tests_body(number, script_root):
 
 def topic_view(number):
     """What _topic.html shows of one topic, highlighted; None when this file lacks its section."""
-    sections = source_sections()
+    module = read_text(__file__)  # its sections, and the imports they need
+    sections = sections_of(module)
     if number not in sections:  # a copy of a few sections: the rest are not in it
         return None
     first_line, source = sections[number]
@@ -2566,7 +2568,7 @@ def topic_view(number):
                 for path in lesson_files(folder, topic["lesson"]["modules"])],
         lesson_modules=[Path(name).stem for name in topic["lesson"]["modules"]],
         adds=[(name, why, name_line(source, first_line, name)) for name, why in topic["adds"]],
-        imports=highlight_python(import_lines(source, read_text(__file__)), anchor="imports-L"),
+        imports=highlight_python(import_lines(source, module), anchor="imports-L"),
         source=source,
         first_line=first_line,
         code=highlight_python(source, first_line),

@@ -1441,9 +1441,13 @@ def copied_app(tmp_path, keys, name):
         app.config.update(settings)
     # What create_app does, in its order (the hooks' Blueprint first): each init_* and Blueprint.
     factory = inspect.getsource(tour.create_app)
+
+    def set_up_in_factory_order(name):
+        """Where create_app calls `name(app)` or registers `name`; names it lacks come last."""
+        position = factory.find(f"{name}(app)" if name.startswith("init_") else f"({name})")
+        return position if position >= 0 else len(factory)
     defined = [name for unit in chosen for name in unit.defined]
-    for name in sorted(defined, key=lambda name: factory.find(f"{name}(app)") % len(factory)
-                       if name.startswith("init_") else factory.find(f"({name})") % len(factory)):
+    for name in sorted(defined, key=set_up_in_factory_order):
         thing = getattr(module, name)
         if name.startswith("init_") and list(inspect.signature(thing).parameters) == ["app"]:
             thing(app)
