@@ -5451,7 +5451,7 @@ def test_local_sh_start_shows_why_an_instance_did_not_start(tmp_path, clean_work
                        capture_output=True, timeout=60)
         shutil.rmtree(run_dir, ignore_errors=True)
     assert started.returncode != 0
-    assert f"/healthz: gunicorn (pid " in started.stderr and "stopped before it answered" in \
+    assert "/healthz: gunicorn (pid " in started.stderr and "stopped before it answered" in \
         started.stderr
     assert f"RuntimeError: DATABASE is {str(database)!r}, but its folder does not exist" in \
         started.stderr
