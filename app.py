@@ -2454,10 +2454,10 @@ def read_text(path):
 
 def get_topic(number):
     """The topic with this number, or a 404 (as flaskr's `get_post`)."""
-    topics = load_topics()
-    if not 1 <= number <= len(topics):
-        abort(404)
-    return topics[number - 1]
+    for topic in load_topics():
+        if topic["number"] == number:
+            return topic
+    abort(404)
 
 
 def lesson_folder(topic):
@@ -2530,8 +2530,9 @@ def topic_body(number, script_root):
     if view is None:  # a copy of a few sections: the rest are not in it
         return None
     topics = load_topics()
-    return rendered_body("_topic.html", **view, previous=topics[number - 2] if number > 1 else None,
-                         next=topics[number] if number < len(topics) else None)
+    position = topics.index(view["topic"])
+    return rendered_body("_topic.html", **view, previous=topics[position - 1] if position else None,
+                         next=topics[position + 1] if position + 1 < len(topics) else None)
 
 
 def tests_page(topic):
@@ -2562,8 +2563,9 @@ def topic_view(number):
     teaching = folder / "teaching"
     return dict(
         topic=topic,
-        cheat_sheet=shown_file(teaching / topic["cheat_sheet"]["file"], teaching,
-                               topic["cheat_sheet"]["language"], anchor="sheet"),
+        cheat_sheet=topic["cheat_sheet"] and shown_file(  # None beyond the cheat sheet (15-19)
+            teaching / topic["cheat_sheet"]["file"], teaching, topic["cheat_sheet"]["language"],
+            anchor="sheet"),
         lesson=[shown_file(path, folder.parent)
                 for path in lesson_files(folder, topic["lesson"]["modules"])],
         lesson_modules=[Path(name).stem for name in topic["lesson"]["modules"]],

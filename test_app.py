@@ -65,6 +65,10 @@ ROOT = Path(__file__).resolve().parent
 TOPIC_FILES = sorted(ROOT.glob("lessons/[0-9][0-9]_*/teaching/topic.json"))
 TOPICS = [json.loads(path.read_text(encoding="utf-8")) for path in TOPIC_FILES]
 LESSONS = [path.parent.parent for path in TOPIC_FILES]
+TOPIC_NUMBERS = [topic["number"] for topic in TOPICS]
+CHEAT_SHEET_TOPICS = [topic["number"] for topic in TOPICS if topic["cheat_sheet"]]
+TOPIC_BY_NUMBER = {topic["number"]: topic for topic in TOPICS}
+LESSON_BY_NUMBER = dict(zip(TOPIC_NUMBERS, LESSONS))
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
@@ -1404,7 +1408,7 @@ def shown_imports(unit, whole):
 def listed_files(keys):
     """The files that the pages of these sections list: templates, static files."""
     numbers = {int(key.split(".")[0]) for key in keys if key[0].isdigit()}
-    return sorted({path for number in numbers for path in TOPICS[number - 1]["files"]})
+    return sorted({path for number in numbers for path in TOPIC_BY_NUMBER[number]["files"]})
 
 
 def copied_app(tmp_path, keys, name):
@@ -1516,7 +1520,7 @@ COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada
                      12: "copied-12", 13: "404 · Not Found", 14: "ok"}
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_each_topic_runs_when_copied_with_only_what_its_uses_line_names(tmp_path, number):
     app, module, copied = copied_app(tmp_path, [str(number)], f"copied_topic_{number}")
     try:
@@ -1565,23 +1569,25 @@ def test_a_copy_of_the_database_section_brings_only_the_database(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-def test_tour_lists_all_fourteen_topics(reader):
+def test_tour_lists_the_fourteen_topics_then_the_five_beyond_them(reader):
     page = reader.get("/").get_data(as_text=True)
     for topic in TOPICS:
         assert f'href="/topics/{topic["number"]}"' in page
         assert topic["summary"].replace("`", "")[:20] in page.replace("`", "")
-    assert [topic["number"] for topic in TOPICS] == list(range(1, 15))
+    assert TOPIC_NUMBERS == list(range(1, 20)) and CHEAT_SHEET_TOPICS == list(range(1, 15))
+    cheat_sheet_part, beyond = page.split('id="beyond"')
+    assert all(f'id="topic-{n}"' in (cheat_sheet_part if n < 15 else beyond) for n in TOPIC_NUMBERS)
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_topic_page_shows_its_own_section(reader, number):
     page = reader.get(f"/topics/{number}").get_data(as_text=True)
     assert f"# {number}. " in page
-    other = number % 14 + 1
-    assert f"# {other}. " not in page.replace(f"{other}. {TOPICS[other - 1]['title']}", "")
+    other = TOPICS[(TOPIC_NUMBERS.index(number) + 1) % len(TOPICS)]
+    assert f"# {other['number']}. " not in page.replace(f"{other['number']}. {other['title']}", "")
 
 
-@pytest.mark.parametrize("url", ["/topics/0", "/topics/15", "/topics/abc", "/topics/15/tests",
+@pytest.mark.parametrize("url", ["/topics/0", "/topics/20", "/topics/abc", "/topics/20/tests",
                                  "/no-such-page"])
 def test_unknown_topic_is_the_404_page(client, url):
     response = client.get(url)
@@ -1597,7 +1603,7 @@ def test_every_internal_link_answers_below_400(client, logged_in, signed_in):
     else:
         logged_in.logout()
     results = crawl(client, "/")
-    assert all(f"/topics/{n}" in results for n in range(1, 15))
+    assert all(f"/topics/{n}" in results for n in TOPIC_NUMBERS)
     broken = {url: status for url, status in results.items()
               if status >= 400 and not url.startswith("/errors/")}
     assert not broken
@@ -1609,11 +1615,12 @@ def topic_links(html):
     return set(re.findall(r'<a rel="(prev|next)" href="/topics/(\d+)"', html))
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_previous_and_next_topic_links(reader, number):
     links = topic_links(reader.get(f"/topics/{number}").get_data(as_text=True))
-    expected = {("prev", str(number - 1))} if number > 1 else set()
-    expected |= {("next", str(number + 1))} if number < 14 else set()
+    position = TOPIC_NUMBERS.index(number)
+    expected = {("prev", str(TOPIC_NUMBERS[position - 1]))} if position else set()
+    expected |= {("next", str(TOPIC_NUMBERS[position + 1]))} if number != TOPIC_NUMBERS[-1] else set()
     assert links == expected
 
 
@@ -1653,7 +1660,7 @@ def test_routes_credits_a_converter_only_for_a_rule_with_an_argument(client, end
 def test_tour_demo_labels_show_code_not_backticks(reader):
     html = reader.get("/").get_data(as_text=True)
     labels = re.findall(r'<ul class="demos">(.*?)</ul>', html, re.S)
-    assert len(labels) == 14 and not any("`" in label for label in labels)
+    assert len(labels) == len(TOPICS) and not any("`" in label for label in labels)
     assert "Its URL map, as <code>flask routes</code> prints it</a>" in html
 
 # ---------------------------------------------------------------------------
@@ -4809,7 +4816,7 @@ def test_classic_errors_page_shows_each_real_message_and_logs_nothing_unexpected
     assert "Signed in as <strong>alice</strong>" in html  # the inner request did not touch this g
     assert (method.status_code, bare.status_code, csrf.status_code) == (405, 400, 400)
     assert "Unhandled exception" not in caplog.text
-    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in TOPICS[12]["demos"]}
+    assert "errors.classic_errors" in {endpoint for _, endpoint, _ in TOPIC_BY_NUMBER[13]["demos"]}
     assert 'href="/errors/classic"' in client.get("/").get_data(as_text=True)
 
 # --- 13: attacks and faults --------------------------------------------------
@@ -5036,7 +5043,7 @@ def test_gunicorn_serves_the_tour(tmp_path):
     with run_gunicorn(tmp_path) as server:
         with urllib.request.urlopen(server.url + "/") as response:
             page = response.read().decode()
-    assert all(f'href="/topics/{n}"' in page for n in range(1, 15))
+    assert all(f'href="/topics/{n}"' in page for n in TOPIC_NUMBERS)
 
 
 def test_gunicorn_end_to_end_forms_and_api(tmp_path):
@@ -5508,9 +5515,9 @@ def test_nginx_conf_headers_equal_the_apps():
 
 def test_every_section_is_found_in_order():
     sections = tour.source_sections()
-    assert sorted(sections) == list(range(1, 15))
+    assert sorted(sections) == TOPIC_NUMBERS
     # In the file, a section comes after the sections it uses (see the module docstring).
-    assert len({start for start, _ in sections.values()}) == 14
+    assert len({start for start, _ in sections.values()}) == len(TOPICS)
 
 APP_LINES = (ROOT / "app.py").read_text(encoding="utf-8").splitlines()
 
@@ -5530,14 +5537,14 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")'}
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_each_section_shows_its_cheat_sheet_construct_on_its_first_screen(number):
     # About 40 lines of code fit on a projected 1280×720 screen once the page is scrolled to it.
     first_screen = tour.source_sections()[number][1].splitlines()[:40]
     assert any(CONSTRUCTS[number] in line for line in first_screen), CONSTRUCTS[number]
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_topic_page_numbers_its_code_with_the_real_app_py_lines(reader, number):
     first_line, source = tour.source_sections()[number]
     lines = code_lines(reader.get(f"/topics/{number}").get_data(as_text=True))
@@ -5581,13 +5588,18 @@ def shown_code(html):
 @pytest.mark.parametrize("topic", TOPICS, ids=lambda topic: str(topic["number"]))
 def test_a_topic_page_shows_the_cheat_sheet_then_the_lesson_then_the_demos(reader, topic):
     html = reader.get(f"/topics/{topic['number']}").get_data(as_text=True)
-    teaching = LESSONS[topic["number"] - 1] / "teaching"
+    teaching = LESSON_BY_NUMBER[topic["number"]] / "teaching"
     blocks = shown_code(html)
-    # (a) the cheat sheet's snippet and its flaw; (b) the lesson's module, whole, next.
-    assert blocks[0] == (teaching / topic["cheat_sheet"]["file"]).read_text(encoding="utf-8").rstrip("\n")
-    assert as_shown(topic["cheat_sheet"]["flaw"]) in html
-    module = LESSONS[topic["number"] - 1] / topic["lesson"]["modules"][0]
-    assert blocks[1] == module.read_text(encoding="utf-8").rstrip("\n")
+    # (a) the cheat sheet's snippet and its flaw (beyond it, why the topic is here); (b) the
+    # lesson's module, whole, next.
+    if topic["cheat_sheet"]:
+        sheet = (teaching / topic["cheat_sheet"]["file"]).read_text(encoding="utf-8").rstrip("\n")
+        assert blocks.pop(0) == sheet
+        assert as_shown(topic["cheat_sheet"]["flaw"]) in html
+    else:
+        assert as_shown(topic["beyond"]) in html
+    module = LESSON_BY_NUMBER[topic["number"]] / topic["lesson"]["modules"][0]
+    assert blocks[0] == module.read_text(encoding="utf-8").rstrip("\n")
     assert f'href="/topics/{topic["number"]}/lesson.zip"' in html
     # (c) the demos, then (d) what app.py adds, before (e) the section itself.
     for _, endpoint, arguments in topic["demos"]:
@@ -5632,7 +5644,7 @@ def test_inline_code_escapes_then_marks_backticks():
     assert tour.inline_code("`<b>` & `x`") == "<code>&lt;b&gt;</code> &amp; <code>x</code>"
 
 
-@pytest.mark.parametrize("number", range(1, 15))
+@pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_api_console_only_on_the_rest_and_jwt_topics(reader, number):
     html = reader.get(f"/topics/{number}").get_data(as_text=True)
     if number in (6, 11):
@@ -5717,7 +5729,7 @@ def test_every_file_a_topic_lists_exists_and_is_shown_as_it_is_on_disk(reader):
             assert shown == (ROOT / path).read_text(encoding="utf-8").rstrip("\n").split("\n"), path
     for number, path in [(4, "templates/welcome.html"), (13, "templates/error.html"),
                          (14, "Dockerfile"), (14, "deploy/nginx.conf"), (8, ".env.example")]:
-        assert path in TOPICS[number - 1]["files"]
+        assert path in TOPIC_BY_NUMBER[number]["files"]
 
 
 def test_a_topic_page_shows_nothing_for_a_file_this_copy_lacks(client, monkeypatch):
@@ -5786,10 +5798,10 @@ def test_every_topic_ends_with_lesson_exercises_then_app_py_ones(reader):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_a_real_browser_shows_panels_files_tests_exercises_and_the_classic_errors(app, tmp_path):
-    pages = [f"/topics/{number}" for number in range(1, 15)] + ["/errors/classic"]
+    pages = [f"/topics/{number}" for number in TOPIC_NUMBERS] + ["/errors/classic"]
     with serve_in_thread(app) as base:
         doms = dict(zip(pages, browse([base + page for page in pages], tmp_path / "profile")))
-    for number in range(1, 15):
+    for number in TOPIC_NUMBERS:
         dom = doms[f"/topics/{number}"]
         assert 'id="tests-heading"' in dom and "python -m pytest test_app.py -k" in dom
         exercises = re.search(r'<section class="exercises".*?</section>', dom, re.S).group(0)
@@ -5820,7 +5832,7 @@ def lesson_modules(topic, folder):
 
 @pytest.mark.parametrize("topic", TOPICS, ids=lambda topic: str(topic["number"]))
 def test_each_lesson_is_a_small_folder_with_its_app_tests_requirements_and_readme(topic):
-    folder = LESSONS[topic["number"] - 1]
+    folder = LESSON_BY_NUMBER[topic["number"]]
     for module in lesson_modules(topic, folder):
         assert len(module.read_text(encoding="utf-8").splitlines()) <= 100, module
         tests = (folder / f"test_{module.name}").read_text(encoding="utf-8")
