@@ -124,7 +124,7 @@ def create_app(config=None, *, instance_path=None):
 # Uses `tour_page`, `get_topic`, `topic_page`, `tests_page`, `lesson_folder` and
 # `lesson_zip` (appendix); its pages extend base.html (section 4).
 
-tour_bp = Blueprint("tour", __name__)
+tour_bp = Blueprint("tour", __name__, template_folder="templates")
 
 
 @tour_bp.route("/")
@@ -215,10 +215,13 @@ def try_rule(rule, value):
 # tour's own pages build their many links once per app, see the appendix, and every other
 # page builds its links on each request.) `has_endpoint` lets `base.html` link
 # only to the sections an app has registered, so a copied section's pages still render.
+# Each Blueprint with pages names templates/ as its `template_folder`, so it finds them in
+# someone else's app too, where that app's own templates win a name clash: its base.html
+# gives our pages its layout (with `title` and `content` blocks, which ours fill).
 # Uses nothing from other sections: base.html shows who is logged in, and the log-out
 # form, only when the app has the sections that provide them.
 
-templates_bp = Blueprint("templates", __name__)
+templates_bp = Blueprint("templates", __name__, template_folder="templates")
 
 
 @templates_bp.route("/welcome/<user>")
@@ -425,7 +428,7 @@ def configure(app, overrides):
     app.extensions["config_sources"] = sources
 
 
-config_bp = Blueprint("config", __name__)
+config_bp = Blueprint("config", __name__, template_folder="templates")
 
 
 @config_bp.route("/config")
@@ -750,7 +753,7 @@ def add_upgrade(app, *statements):
     app.extensions["upgrades"].extend(statements)  # only ever append: their count is the version
 
 
-database_bp = Blueprint("database", __name__)
+database_bp = Blueprint("database", __name__, template_folder="templates")
 
 
 @database_bp.route("/database")
@@ -1634,7 +1637,7 @@ accounts_bp.add_url_rule("/token", view_func=TokenAPI.as_view("token"))
 
 SEARCH_PAGE_SIZE = 10
 
-params_bp = Blueprint("params", __name__)
+params_bp = Blueprint("params", __name__, template_folder="templates")
 
 
 @params_bp.route("/user/<name>")
@@ -1679,7 +1682,7 @@ def parse_page(value):
 # and `check_note_write` (section 11.1); its pages extend base.html and use its macros
 # (section 4).
 
-forms_bp = Blueprint("forms", __name__)
+forms_bp = Blueprint("forms", __name__, template_folder="templates")
 
 
 @forms_bp.route("/login", methods=["GET", "POST"])
@@ -2054,10 +2057,11 @@ def operation(summary, status, schema=None, errors=(), body=None, parameters=(),
 # so ids can be followed across services), time it, write one access-log line through
 # `app.logger` (not print, so it can be filtered and routed), add the security headers to
 # every response, and refuse a chunked body over MAX_CONTENT_LENGTH. Teardown, which runs
-# even after an error, closes the database connection in section 9.
+# even after an error, closes the database connection in section 9. No site may frame the
+# pages unless FRAME_ANCESTORS lists its origin (a course page that embeds the tour).
 # Uses nothing from other sections; its page extends base.html (section 4).
 
-hooks_bp = Blueprint("hooks", __name__)
+hooks_bp = Blueprint("hooks", __name__, template_folder="templates")
 
 
 @hooks_bp.before_app_request
@@ -2130,7 +2134,17 @@ HTTPS_SECURITY_HEADERS = (  # browsers remember HSTS: send it only over HTTPS
 
 def security_headers(scheme):
     """The headers every response carries; HSTS only when the request came over HTTPS."""
-    return HTTPS_SECURITY_HEADERS if scheme == "https" else SECURITY_HEADERS
+    headers = HTTPS_SECURITY_HEADERS if scheme == "https" else SECURITY_HEADERS
+    return allow_framing(headers, current_app.config["FRAME_ANCESTORS"])
+
+
+def allow_framing(headers, origins):
+    """`headers`, but framing allowed to `origins` (a checked FRAME_ANCESTORS) when set."""
+    if not origins:
+        return headers
+    # X-Frame-Options cannot name several sites: CSP's frame-ancestors alone says who may.
+    return tuple((name, value.replace("frame-ancestors 'none'", f"frame-ancestors {origins}"))
+                 for name, value in headers if name != "X-Frame-Options")
 
 
 @hooks_bp.before_app_request
@@ -2162,6 +2176,48 @@ def set_up_logging(state):
         app.logger.setLevel(logging.INFO)  # show the access log, not only warnings
 
 
+@hooks_bp.record_once
+def set_up_framing(state):
+    """FRAME_ANCESTORS checked, and a session cookie that a framed page is sent."""
+    config = state.app.config
+    config.setdefault("FRAME_ANCESTORS", "")  # origins that may frame the pages: none
+    config["FRAME_ANCESTORS"] = " ".join(frame_ancestors(config["FRAME_ANCESTORS"]))
+    if config["FRAME_ANCESTORS"]:
+        # In another site's frame the browser sends only SameSite=None cookies, and only with
+        # Secure (over HTTPS). The forms' CSRF tokens then guard them: SameSite no longer does.
+        config["SESSION_COOKIE_SAMESITE"] = "None"
+        config["SESSION_COOKIE_SECURE"] = True
+
+
+# An origin only: a character more could widen the policy ("*", "'unsafe-inline'", a path)
+# or end it and start another (";", quotes, spaces). http only for this machine's names.
+FRAME_ANCESTOR = re.compile(r"(https://[a-z0-9]([a-z0-9.-]*[a-z0-9])?"
+                            r"|http://(localhost|127\.0\.0\.1|\[::1\]))"
+                            r"(:(?P<port>[1-9][0-9]{0,4}))?")
+
+
+def frame_ancestors(setting):
+    """The origins a FRAME_ANCESTORS setting lists (spaces or commas between), each checked."""
+    if not isinstance(setting, (str, list, tuple)):  # FLASK_FRAME_ANCESTORS=1 arrives as a number
+        setting = repr(setting)
+    text = setting if isinstance(setting, str) else " ".join(map(str, setting))
+    origins = [origin for origin in re.split(r"[\s,]+", text.lower()) if origin]
+    for origin in origins:
+        if not is_origin(origin):
+            raise RuntimeError(
+                f"FRAME_ANCESTORS has {origin!r}, which is not an origin. List the sites that "
+                "may frame this app as https://host or https://host:port, separated by spaces "
+                "or commas, such as FLASK_FRAME_ANCESTORS=\"https://course.example.org\": no "
+                "path, no wildcard, no quotes (http only for localhost).")
+    return origins
+
+
+def is_origin(text):
+    """True for `https://host` or `https://host:port` (http for localhost), nothing more."""
+    match = FRAME_ANCESTOR.fullmatch(text)
+    return bool(match) and int(match["port"] or 1) <= 65535
+
+
 # ---------------------------------------------------------------------------
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
@@ -2177,7 +2233,7 @@ def set_up_logging(state):
 # setting (section 9); its pages extend base.html (section 4). The CSRF demo shows section
 # 5's check when the app has it.
 
-errors_bp = Blueprint("errors", __name__)
+errors_bp = Blueprint("errors", __name__, template_folder="templates")
 
 
 @errors_bp.app_errorhandler(HTTPException)
@@ -2318,7 +2374,7 @@ def csrf_refusal():
 # (section 9); its
 # page extends base.html (section 4).
 
-deployment_bp = Blueprint("deployment", __name__)
+deployment_bp = Blueprint("deployment", __name__, template_folder="templates")
 
 
 # /healthz answers 200 when, in the last HEALTH_CHECK_INTERVAL seconds, this process wrote to
