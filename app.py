@@ -434,7 +434,10 @@ config_bp = Blueprint("config", __name__, template_folder="templates")
 @config_bp.route("/config")
 def show_config():
     """The effective settings, where each came from, secrets masked."""
-    sources = current_app.extensions["config_sources"]
+    # In an app that loads its settings itself, not with `configure`: each is its own, so
+    # every one neither Flask nor .env.example names stays hidden.
+    sources = current_app.extensions.get("config_sources") or dict.fromkeys(
+        current_app.config, "set by the app")
     settings = [(key, shown_value(key, value, sources.get(key)),
                  sources.get(key, "default of the section that uses it"))
                 for key, value in sorted(current_app.config.items())]

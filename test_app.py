@@ -4748,6 +4748,111 @@ def test_oversized_chunked_body_is_413_not_truncated(client, logged_in, app):
     assert count_rows(app, "notes") == 1
 
 
+# Framing (FRAME_ANCESTORS): a course page may show the tour in an <iframe> only when the
+# setting lists its origin; unset, every site is refused, as before.
+
+COURSE = "https://course.example.org"
+LMS = "https://lms.example.edu:8443"
+
+
+def framed_app(tmp_path, origins, name="framed"):
+    """An app that FRAME_ANCESTORS=`origins` lets those sites frame."""
+    return create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "FRAME_ANCESTORS": origins,
+                       "DATABASE": str(tmp_path / f"{name}.sqlite")},
+                      instance_path=str(tmp_path / f"{name}-instance"))
+
+
+def test_framing_is_refused_by_default_by_both_headers(client):
+    response = client.get("/login")
+    assert response.headers["Content-Security-Policy"] == tour.CONTENT_SECURITY_POLICY
+    assert tour.CONTENT_SECURITY_POLICY.endswith("frame-ancestors 'none'")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    cookie = response.headers["Set-Cookie"]
+    assert "SameSite=Lax" in cookie and "Secure" not in cookie
+
+
+@pytest.mark.parametrize("setting", [f"{COURSE} {LMS}", f" {COURSE},{LMS} ", [COURSE, LMS],
+                                     f"{COURSE.upper()}, {LMS}"])
+def test_frame_ancestors_lets_exactly_the_listed_origins_frame_the_app(tmp_path, setting):
+    client = framed_app(tmp_path, setting).test_client()
+    for url in ("/login", "/data", "/no-such-page", "/static/style.css"):
+        headers = client.get(url, base_url="https://localhost").headers
+        assert headers["Content-Security-Policy"] == tour.CONTENT_SECURITY_POLICY.replace(
+            "frame-ancestors 'none'", f"frame-ancestors {COURSE} {LMS}"), url
+        assert "X-Frame-Options" not in headers, url  # it cannot name two sites
+        assert "Strict-Transport-Security" in headers and headers["X-Content-Type-Options"]
+
+
+def test_a_framed_app_sends_its_session_cookie_samesite_none_secure_and_keeps_csrf(tmp_path):
+    app = framed_app(tmp_path, COURSE)
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "None" and app.config["SESSION_COOKIE_SECURE"]
+    client = app.test_client()
+    https = {"base_url": "https://localhost", "headers": {"Origin": "https://localhost"}}
+    token = csrf_from(client.get("/register", **https))
+    response = client.post("/register", data={"username": "alice", "password": PASSWORD,
+                                              "csrf_token": token}, **https)
+    assert response.status_code == 302
+    cookies = response.headers.getlist("Set-Cookie")
+    session_cookie = next(cookie for cookie in cookies if cookie.startswith("session="))
+    assert "; Secure" in session_cookie and "SameSite=None" in session_cookie
+    assert all("; Secure" in cookie for cookie in cookies)  # the known-device cookie too
+    # SameSite no longer keeps other sites' forms out: the CSRF token still does.
+    forged = client.post("/notes", data={"title": "forged"}, **https)
+    assert forged.status_code == 400 and b"CSRF" in forged.data
+
+
+@pytest.mark.parametrize("setting", [
+    "*", "https://*.example.org", "https:", "https://course.example.org/lessons",
+    "course.example.org", "http://course.example.org", "'self'", "'unsafe-inline'",
+    "https://course.example.org; script-src *", "https://course.example.org'",
+    'https://course.example.org"', "https://course.example.org:99999",
+    "https://course.example.org:0", "https://user@course.example.org", "data:", 8443,
+    ["https://course.example.org", "*"], "https://course.example.org\r\nSet-Cookie: x=1",
+])
+def test_a_frame_ancestors_value_that_is_not_a_list_of_origins_stops_the_app(tmp_path, setting):
+    with pytest.raises(RuntimeError, match=r"FRAME_ANCESTORS has .*, which is not an origin"):
+        framed_app(tmp_path, setting)
+
+
+def test_frame_ancestors_from_the_environment_is_shown_on_the_config_page(clean_environment,
+                                                                            tmp_path):
+    clean_environment.setenv("FLASK_FRAME_ANCESTORS", f"{COURSE} {LMS}")
+    app = create_app({"TESTING": True, "DATABASE": str(tmp_path / "env.sqlite")},
+                     instance_path=str(tmp_path / "instance"))
+    page = app.test_client().get("/config").get_data(as_text=True)
+    assert f"{COURSE} {LMS}" in unescape(page)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_real_browser_shows_the_app_in_a_frame_only_for_the_configured_origin(tmp_path):
+    # Two loopback origins: the course page on localhost:A frames apps on 127.0.0.1:B and :C.
+    # A framed page that the browser shows fetches its style sheet; a refused one fetches nothing.
+    apps, requested = [], {"allowed": [], "default": []}
+
+    def course_page(environ, start_response):
+        body = "".join(f'<iframe src="{url}/login"></iframe>' for url in apps).encode()
+        start_response("200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def recording(app, paths):
+        def wsgi(environ, start_response):
+            paths.append(environ["PATH_INFO"])
+            return app(environ, start_response)
+        return wsgi
+
+    with serve_in_thread(course_page) as course:
+        course = course.replace("127.0.0.1", "localhost")  # another site than 127.0.0.1
+        allowed = framed_app(tmp_path, course, "allowed")
+        default = framed_app(tmp_path, "", "default")
+        with serve_in_thread(recording(allowed, requested["allowed"])) as allowed_url, \
+                serve_in_thread(recording(default, requested["default"])) as default_url, \
+                headless_chromium(tmp_path) as browser:
+            apps[:] = [allowed_url, default_url]
+            browser.open(course + "/", 1000, 600)  # once the frames have loaded too
+    assert requested == {"allowed": ["/login", "/static/style.css", "/static/app.js"],
+                         "default": ["/login"]}
+
+
 # ---------------------------------------------------------------------------
 # 13. Error handling & custom error pages
 # ---------------------------------------------------------------------------
