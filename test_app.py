@@ -5614,6 +5614,109 @@ def test_nginx_conf_headers_equal_the_apps():
 
 
 # ---------------------------------------------------------------------------
+# 16. Blueprints, and growing into a package
+# ---------------------------------------------------------------------------
+
+
+# --- 16: embedding -----------------------------------------------------------
+# Chosen sections registered into someone else's Flask app, which keeps its own routes,
+# session, error handlers and layout.
+
+EMBEDDING_NOTES = ROOT / "lessons" / "16_blueprints" / "teaching" / "embedding-notes.json"
+
+
+def host_app(tmp_path, *blueprints, layout=True):
+    """Someone else's app, in a folder of its own: a page that counts visits in the session,
+    its own 404 text, and (with `layout`) its own base.html; then our `blueprints`."""
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    if layout:
+        (tmp_path / "templates" / "base.html").write_text(
+            "<title>Host: {% block title %}{% endblock %}</title>"
+            "<main class=host>{% block content %}{% endblock %}</main>")
+    host = flask.Flask("host", root_path=str(tmp_path))
+    host.secret_key = TEST_SECRET
+
+    @host.route("/")
+    def home():
+        flask.session["visits"] = flask.session.get("visits", 0) + 1
+        return f"Host home, visit {flask.session['visits']}"
+
+    @host.errorhandler(404)
+    def not_found(error):
+        return "Host: nothing here", 404
+
+    for blueprint in blueprints:
+        host.register_blueprint(blueprint)
+    return host
+
+
+def test_two_sections_registered_in_a_foreign_app_work_and_leave_it_as_it_was(tmp_path):
+    client = host_app(tmp_path, tour.params_bp, tour.json_bp).test_client()
+    # Its own route and session, as before.
+    assert client.get("/").text == "Host home, visit 1"
+    assert client.get("/").text == "Host home, visit 2"
+    # Its own 404, also for a URL of ours that does not match.
+    assert client.get("/nowhere").text == client.get("/user/").text == "Host: nothing here"
+    # Section 3's page, in the host's own layout, still escaping the name.
+    page = client.get("/user/<b>Ada").text
+    assert page.startswith("<title>Host: Hello</title><main class=host>")
+    assert "Hello, <bdi>&lt;b&gt;Ada</bdi>" in page
+    # Section 7's JSON.
+    data = client.get("/data")
+    assert data.is_json and data.get_json() == {"name": "Nutan", "role": "DevOps Engineer"}
+    # Neither brought an app-wide hook: no headers of ours on the host's pages.
+    headers = client.get("/").headers
+    assert not {"Content-Security-Policy", "X-Frame-Options", "X-Request-ID"} & set(headers)
+
+
+def test_our_pages_bring_their_layout_to_an_app_without_a_base_html(tmp_path):
+    client = host_app(tmp_path, tour.templates_bp, tour.params_bp, layout=False).test_client()
+    page = client.get("/user/Ada").text
+    assert '<a class="brand" href="/">Flask Tour</a>' in page and "Hello, <bdi>Ada</bdi>" in page
+    assert client.get("/welcome/Ada").status_code == 200
+
+
+def test_the_config_page_in_a_foreign_app_hides_its_settings(tmp_path):
+    host = host_app(tmp_path, tour.config_bp)
+    host.config["DATABASE_URL"] = "postgres://app:hunter2@db/app"  # the host's, not ours
+    page = host.test_client().get("/config")
+    assert page.status_code == 200 and "hunter2" not in page.text
+
+
+def app_wide_effects(blueprint, tmp_path):
+    """What registering `blueprint` changes in an app beyond its own URLs."""
+    host = flask.Flask("host", root_path=str(tmp_path))
+    tmp_path.mkdir()
+    host.config.update(SECRET_KEY=TEST_SECRET, DATABASE=str(tmp_path / "host.sqlite"),
+                       TRUSTED_PROXIES=1)
+    tour.init_database(host)  # what the sections with tables need first
+    before = (dict(host.before_request_funcs), dict(host.after_request_funcs),
+              str(host.error_handler_spec), set(host.jinja_env.globals),
+              set(host.jinja_env.filters), host.wsgi_app)
+    host.register_blueprint(blueprint)
+    after = (dict(host.before_request_funcs), dict(host.after_request_funcs),
+             str(host.error_handler_spec), set(host.jinja_env.globals),
+             set(host.jinja_env.filters), host.wsgi_app)
+    names = ("before_app_request", "after_app_request", "app_errorhandler",
+             "app_template_global", "app_template_filter", "middleware")
+    return {name for name, old, new in zip(names, before, after) if old != new}
+
+
+def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
+    blueprints = {name: value for name, value in vars(tour).items()
+                  if isinstance(value, flask.Blueprint)}
+    app_wide = {name for name, blueprint in blueprints.items()
+                if app_wide_effects(blueprint, tmp_path / name)}
+    assert {"hooks_bp", "auth_bp", "forms_bp", "errors_bp"} <= app_wide
+    notes = {note["id"]: note for note in json.loads(EMBEDDING_NOTES.read_text())}
+    paragraph = next(part for part in notes["embedding-blueprints"]["text"].split("\n\n")
+                     if part.startswith("App-wide:"))
+    named, _, within = paragraph.partition("the rest")
+    assert set(re.findall(r"`(\w+_bp)`", named)) == app_wide
+    assert set(re.findall(r"`(\w+_bp)`", within)) == set(blueprints) - app_wide
+
+
+# ---------------------------------------------------------------------------
 # Appendix: how this tour shows its own code
 # ---------------------------------------------------------------------------
 
