@@ -39,6 +39,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
 import tokenize
 import uuid
@@ -69,7 +70,7 @@ from flask.views import MethodView
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
 from werkzeug.exceptions import (BadHost, Forbidden, HTTPException, MethodNotAllowed,
-                                 TooManyRequests)
+                                 ServiceUnavailable, TooManyRequests)
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BuildError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -87,7 +88,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 # (section 12), `tour_bp` (section 2), `database_bp` (section 9), `params_bp` (section 3),
 # `templates_bp` (section 4), `forms_bp` (section 5), `api_bp` (section 6), `json_bp`
 # (section 7), `config_bp` (section 8), `errors_bp` (section 13), `deployment_bp`
-# (section 14).
+# (section 14), `testing_bp` (section 15).
 
 
 def create_app(config=None, *, instance_path=None):
@@ -110,6 +111,7 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(accounts_bp)
     app.register_blueprint(errors_bp)
     app.register_blueprint(deployment_bp)
+    app.register_blueprint(testing_bp)
     return app
 
 
@@ -2461,6 +2463,135 @@ def refuse_gunicorn_script_name():
 
 
 # ---------------------------------------------------------------------------
+# 15. Testing
+# ---------------------------------------------------------------------------
+# A test builds its own app with the factory: `create_app({"TESTING": True, "DATABASE": …})`
+# turns testing on (an exception reaches the test instead of becoming the 500 page) and puts
+# the database in a temporary folder; `app.test_client()` then sends requests straight to
+# the app, with no server, and keeps cookies as a browser does; `app.test_cli_runner()`
+# runs its `flask` commands. test_app.py's `app`, `client` and `runner` fixtures do that for
+# every test of the suite: the topic page shows them, read from that file, so this module
+# never imports pytest (production runs without it). `/testing` does it live: a throwaway
+# app with the testing settings, a few requests as a test would send them, each one shown
+# with its response, then the app's folder deleted.
+# Uses `create_app` (section 1); its page extends base.html (section 4).
+
+testing_bp = Blueprint("testing", __name__)
+
+
+@testing_bp.route("/testing")
+def show_testing():
+    """Topic 15's demo: a throwaway app's answers to a few test-client requests."""
+    started = time.perf_counter()
+    exchanges = in_a_throwaway_app(demo_requests)
+    return render_template("testing.html", exchanges=exchanges, settings=TESTING_SETTINGS,
+                           elapsed_ms=(time.perf_counter() - started) * 1000)
+
+
+def in_a_throwaway_app(send):
+    """`send(client)` for a test client of a new app in a temporary folder, then deleted."""
+    with one_build_at_a_time(), tempfile.TemporaryDirectory(prefix="flask-tour-testing-") as folder:
+        app = create_app(testing_settings(folder), instance_path=os.path.join(folder, "instance"))
+        # A context of its own, as a test has: nothing of this request (its `g`, its
+        # session, who is logged in) is seen by the throwaway app.
+        return contextvars.Context().run(send, app.test_client())
+
+
+def testing_settings(folder):
+    """The settings of a test's app, with its database and instance folder in `folder`."""
+    return TESTING_SETTINGS | {  # its own keys: nothing it signs works anywhere else
+        "SECRET_KEY": secrets.token_hex(32), "JWT_SECRET_KEY": secrets.token_hex(32),
+        "DATABASE": os.path.join(folder, "test.sqlite")}
+
+
+TESTING_SETTINGS = {
+    "TESTING": True,
+    "ACCESS_LOG": False,  # its requests are not a visitor's: none in the server's access log
+    # The test client calls http://localhost/, whatever name and path the server has.
+    "SERVER_NAME": None,
+    "SESSION_COOKIE_PATH": None,
+}
+
+
+@contextlib.contextmanager
+def one_build_at_a_time():
+    """Wait for any other throwaway app of this process to be done; a 503 past THROWAWAY_WAIT."""
+    # Each costs about 0.2 s of CPU (measured, most of it the password hash of its sign-up):
+    # a class opening the page at once queues here instead of building dozens of apps together.
+    if not THROWAWAY_APP_LOCK.acquire(timeout=THROWAWAY_WAIT):
+        raise ServiceUnavailable("The testing demo is busy. Please try again in a moment.",
+                                 retry_after=2)
+    try:
+        yield
+    finally:
+        THROWAWAY_APP_LOCK.release()
+
+
+THROWAWAY_APP_LOCK = threading.Lock()
+THROWAWAY_WAIT = 5  # seconds: about 25 demos queued before one
+
+
+def demo_requests(client):
+    """What tests send: a page, the JSON API, a form without its CSRF token, then with it."""
+    account = {"username": "ada", "password": "correct horse battery"}
+    shown = [exchange("A page", client.get("/welcome/Ada")),
+             exchange("The JSON API", client.get("/api/hello")),
+             exchange("The JSON API, without a token", client.get("/api/notes"))]
+    form = client.get("/register")
+    shown.append(exchange("A form, for its CSRF token", form))
+    shown.append(exchange("The form posted without its token: refused",
+                          client.post("/register", data=account), account))
+    with_token = account | {"csrf_token": csrf_token_in(form)}
+    shown.append(exchange("The form posted with the token read from the page",
+                          client.post("/register", data=with_token), account | {"csrf_token": "…"}))
+    shown.append(exchange("The client kept the session cookie: signed in", client.get("/notes")))
+    return shown
+
+
+def exchange(label, response, sent=None):
+    """What the page shows of one request and its response."""
+    request_sent = response.request
+    return {
+        "label": label,
+        "request": f"{request_sent.method} {request_sent.full_path.rstrip('?')}",
+        "sent": sent,
+        "status": response.status,
+        "ok": response.status_code < 400,
+        "headers": [(name, shown_header(name, value)) for name, value in response.headers
+                    if name in SHOWN_HEADERS],
+        "body": body_excerpt(response),
+    }
+
+
+SHOWN_HEADERS = {"Content-Type", "Location", "Set-Cookie", "WWW-Authenticate"}
+
+
+def shown_header(name, value):
+    """A response header as the page shows it: a cookie's value left out, its flags kept."""
+    if name == "Set-Cookie":
+        cookie, _, flags = value.partition(";")
+        return f"{cookie.partition('=')[0]}=…;{flags}"
+    return value
+
+
+def body_excerpt(response, limit=200):
+    """The start of a response's text: a JSON body, or the words of a page's <main>."""
+    if response.is_json:
+        text = response.get_data(as_text=True).strip()
+    else:
+        page = response.get_data(as_text=True)
+        main = re.search(r"<main\b.*?</main>", page, re.S)
+        text = Markup(main.group() if main else page).striptags()
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def csrf_token_in(response):
+    """The CSRF token in a page's form, read from its HTML as a test does."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
+    return found.group(1) if found else ""
+
+
+# ---------------------------------------------------------------------------
 # Appendix: how this tour shows its own code
 # ---------------------------------------------------------------------------
 # Not a topic: the machinery behind `/` and `/topics/<n>` (section 2). Each topic's
@@ -2638,6 +2769,8 @@ def topic_view(number):
                 for index, panel in enumerate(topic["elsewhere"], start=1)],
         files=[shown for path in topic["files"]
                if (shown := shown_file(Path(current_app.root_path) / path))],
+        excerpts=[shown for excerpt in topic.get("excerpts", [])
+                  if (shown := shown_region(excerpt))],
         tests=tests_view(number),
     )
 
@@ -2713,6 +2846,24 @@ def shown_file(path, base=None, language=None, anchor=None):
     anchor = anchor or file_anchor(name)
     return {"path": name, "anchor": anchor, "code": highlight(text, language, anchor=anchor + "-L"),
             "lines": text.count("\n") + 1, "language": language}
+
+
+# A topic can show part of a file: the lines between `# region NAME` and `# endregion NAME`
+# (the markers editors fold on), such as test_app.py's fixtures on topic 15's page.
+def shown_region(excerpt):
+    """An "excerpts" entry of topic.json as the page shows it; None if its file or region is gone."""
+    name = excerpt["region"]
+    try:
+        lines = read_text(Path(current_app.root_path) / excerpt["file"]).splitlines()
+        start = next(index for index, line in enumerate(lines)
+                     if re.fullmatch(rf"# region {re.escape(name)}\b.*", line))
+        end = lines.index(f"# endregion {name}", start)
+    except (OSError, StopIteration, ValueError):  # a copied section or the Docker image lacks it
+        return None
+    anchor = file_anchor(f"{excerpt['file']} {name}")
+    return excerpt | {"anchor": anchor, "first_line": start + 1, "last_line": end + 1,
+                      "code": highlight("\n".join(lines[start:end + 1]), "python", start + 1,
+                                        anchor=anchor + "-L")}
 
 
 def tests_view(number):

@@ -161,6 +161,8 @@ def tmp_path(request, tmp_path_factory):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# region fixtures: the app, client and runner that the tests below ask for by name. Topic 15's
+# page shows these lines, read from this file: they are the topic's code, kept in one place.
 @pytest.fixture
 def app(tmp_path):
     """An app on a temporary database and instance folder."""
@@ -183,6 +185,7 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+# endregion fixtures
 
 
 @pytest.fixture(scope="module")
@@ -1512,12 +1515,15 @@ def demo_of_topic(number, app, module):
         return client.get("/errors/404").text
     if number == 14:
         return client.get("/healthz").json["status"]
+    if number == 15:
+        return client.get("/testing").text
 
 
 COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada",
                      4: "Ada", 5: "/notes", 6: "Hello, World", 7: "DevOps Engineer",
                      8: "SECRET_KEY", 9: "Initialized the database", 10: "copied", 11: "alice",
-                     12: "copied-12", 13: "404 · Not Found", 14: "ok"}
+                     12: "copied-12", 13: "404 · Not Found", 14: "ok",
+                     15: "302 FOUND"}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -5614,6 +5620,81 @@ def test_nginx_conf_headers_equal_the_apps():
 
 
 # ---------------------------------------------------------------------------
+# 15. Testing
+# ---------------------------------------------------------------------------
+
+# What /testing sends its throwaway app, in order, and what each answer must be.
+TESTING_DEMO = [("GET /welcome/Ada", "200 OK"), ("GET /api/hello", "200 OK"),
+                ("GET /api/notes", "401 UNAUTHORIZED"), ("GET /register", "200 OK"),
+                ("POST /register", "400 BAD REQUEST"), ("POST /register", "302 FOUND"),
+                ("GET /notes", "200 OK")]
+
+
+def test_the_testing_demo_shows_each_request_and_its_real_status(client):
+    page = client.get("/testing").get_data(as_text=True)
+    shown = re.findall(r"<code>([A-Z]+ /[^<]*)</code> &rarr;\s*<span[^>]*>([^<]+)</span>", page)
+    html = unescape(page)
+    assert shown == TESTING_DEMO
+    assert "Location: /notes" in html and "Welcome, ada!" in html  # signed up, then signed in
+    assert "The form's CSRF token is missing" in html  # the refusal's own words
+    assert "application/problem+json" in html and "session=…; HttpOnly" in html
+    assert not re.search(r"session=[^…]", html)  # no cookie value is shown
+
+
+def test_the_testing_demo_sees_nothing_of_the_visitor_and_leaves_no_file(
+        app, logged_in, monkeypatch, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where TemporaryDirectory makes folders
+    built = []
+    monkeypatch.setattr(tour, "create_app", lambda config, **kwargs: built.append(config) or
+                        create_app(config, **kwargs))
+    html = logged_in.client.get("/testing").get_data(as_text=True)
+    requests = re.search(r'<ol class="exchanges">.*?</ol>', html, re.S).group()
+    assert "Welcome, ada!" in requests and "alice" not in requests  # alice's page, ada's requests
+    [settings] = built
+    assert settings["DATABASE"].startswith(str(scratch)) and settings["TESTING"] is True
+    assert settings["SECRET_KEY"] != app.config["SECRET_KEY"]
+    assert list(scratch.iterdir()) == []  # its folder is deleted
+    assert count_rows(app, "users") == 1  # alice only: ada lived in the throwaway app
+
+
+def test_the_testing_demo_builds_one_app_at_a_time(client, monkeypatch):
+    monkeypatch.setattr(tour, "THROWAWAY_WAIT", 0)
+    with tour.THROWAWAY_APP_LOCK:  # another visitor's app is being built
+        response = client.get("/testing")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert b"The testing demo is busy" in response.data
+    assert client.get("/testing").status_code == 200  # and free again after
+
+
+def fixture_region(text):
+    """(first line number, lines) of test_app.py's fixtures region, found by its markers."""
+    lines = text.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("# region fixtures"))
+    end = lines.index("# endregion fixtures")
+    return start + 1, lines[start:end + 1]
+
+
+def test_topic_15_shows_the_fixtures_exactly_as_test_app_py_has_them(reader):
+    text = (ROOT / "test_app.py").read_text(encoding="utf-8")
+    first_line, region = fixture_region(text)
+    html = reader.get("/topics/15").get_data(as_text=True)
+    shown = re.findall(r'<span class="line" data-line="(\d+)" id="file-test-app-py-fixtures-L\d+">(.*?)\n</span>',
+                       html, re.S)
+    assert [(int(number), unescape(re.sub(r"<[^>]+>", "", line))) for number, line in shown] == list(
+        enumerate(region, start=first_line))
+    # No second copy: the suite's app, client and runner are defined once, in that region.
+    fixtures = {node.name: node.lineno for node in ast.parse(text).body
+                if isinstance(node, ast.FunctionDef) and node.name in ("app", "client", "runner")}
+    assert sorted(fixtures) == ["app", "client", "runner"]
+    assert sum(1 for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)
+               and node.name in fixtures) == 3
+    assert all(first_line < line < first_line + len(region) for line in fixtures.values())
+    assert "import pytest" not in (ROOT / "app.py").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------
 # 16. Blueprints, and growing into a package
 # ---------------------------------------------------------------------------
 
@@ -5742,7 +5823,8 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               5: 'methods=["GET", "POST"]', 6: "class HelloAPI(MethodView)", 7: "return jsonify(",
               8: 'from_envvar("APP_SETTINGS")', 9: "def get_db(", 10: "class User:",
               11: "@auth_bp.before_app_request", 12: "@hooks_bp.before_app_request",
-              13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")'}
+              13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
+              15: "create_app(testing_settings("}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
