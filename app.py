@@ -2982,9 +2982,10 @@ def loaded_names(source):
 
 
 def uses_names(source):
-    """The `names` of a part's Uses comment, in order (settings and endpoints among them)."""
-    uses = re.search(r"^# Uses (.*(?:\n# .*)*)", source, re.M)
-    return re.findall(r"`([^`]+)`", uses.group(1)) if uses else []
+    """The `names` of a part's Uses comments (one per part of section 11), in order: settings
+    and endpoints among them."""
+    return [name for uses in re.findall(r"^# Uses (.*(?:\n# .*)*)", source, re.M)
+            for name in re.findall(r"`([^`]+)`", uses)]
 
 
 def imported_names(text):
