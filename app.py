@@ -88,7 +88,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 # (section 12), `tour_bp` (section 2), `database_bp` (section 9), `params_bp` (section 3),
 # `templates_bp` (section 4), `forms_bp` (section 5), `api_bp` (section 6), `json_bp`
 # (section 7), `config_bp` (section 8), `errors_bp` (section 13), `deployment_bp`
-# (section 14), `testing_bp` (section 15).
+# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16).
 
 
 def create_app(config=None, *, instance_path=None):
@@ -112,6 +112,7 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(errors_bp)
     app.register_blueprint(deployment_bp)
     app.register_blueprint(testing_bp)
+    app.register_blueprint(blueprints_bp)
     return app
 
 
@@ -2949,7 +2950,7 @@ def sections_of(text):
     """The numbered sections of a file's text, as `source_sections` returns them."""
     lines = text.splitlines()
     starts = [i - 1 for i, line in enumerate(lines)
-              if lines[i - 1] == BANNER_RULE and re.match(r"# (\d+\.|Appendix)", line)]
+              if lines[i - 1] == BANNER_RULE and lines[i + 1:i + 2] == [BANNER_RULE]]
     sections = {}
     for start, end in zip(starts, starts[1:] + [len(lines)]):
         number = re.match(r"# (\d+)\.", lines[start + 1])
@@ -3051,6 +3052,223 @@ def numbered_lines(pieces, first_line, anchor):
 def inline_code(text):
     """Escape `text` and show its `backticked` parts as code."""
     return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
+# ---------------------------------------------------------------------------
+# 16. Blueprints, and growing into a package
+# ---------------------------------------------------------------------------
+# A Blueprint records views, hooks and commands until an app registers it: `create_app`
+# calls `app.register_blueprint(forms_bp)`, and `url_for` names each endpoint after its
+# Blueprint ("forms.login"). That is why each section with views is one: the same section
+# registers on this app, on a copy, or on yours. Sections without views (the models, the
+# tokens) have an `init_*(app)` function instead, as flaskr's `db.init_app`. This one's
+# Blueprint also holds a command group, so `flask tour export DIR` writes this very module
+# as the package it grows into: DIR/flask_tour/, `create_app` in `__init__.py` and one module
+# per section, each importing what its Uses line names and what it needs of the import block.
+# Uses `read_text`, `once_per_app`, `import_lines` and `BANNER_RULE` (appendix); its page
+# extends base.html (section 4).
+
+blueprints_bp = Blueprint("blueprints", __name__, cli_group="tour")
+
+
+@blueprints_bp.cli.command("export")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def export_command(folder):
+    """Write this app as a package, FOLDER/flask_tour/, with one module per section."""
+    modules = package_modules(read_text(__file__))
+    target = folder / PACKAGE_NAME
+    try:
+        target.mkdir(parents=True)  # not exist_ok: an earlier export, or your edits, stay as they are
+    except FileExistsError:
+        raise click.ClickException(f"{target} already exists: nothing was written.") from None
+    for module in modules:
+        (target / f"{module['name']}.py").write_text(module["text"], encoding="utf-8")
+    root = Path(current_app.root_path)
+    for name in PACKAGE_DATA:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, target / name, ignore=LEFT_BEHIND)
+        elif (root / name).is_file():
+            shutil.copyfile(root / name, target / name)
+    click.echo(f"Wrote {len(modules)} modules to {target}. Run it from {folder}: "
+               f"flask --app {PACKAGE_NAME} run")
+
+
+@blueprints_bp.route("/blueprints")
+def show_blueprints():
+    """The Blueprints this app registered, and the package `flask tour export` writes."""
+    registered = [(name, blueprint.import_name, blueprint.url_prefix or "/",
+                   [f"{blueprint.cli_group if isinstance(blueprint.cli_group, str) else name} {command}"
+                    for command in sorted(blueprint.cli.commands)])
+                  for name, blueprint in current_app.blueprints.items()]
+    try:
+        modules, refusal = once_per_app(package_layout), None
+    except click.ClickException as error:  # a copy of a few sections, or an exported module
+        modules, refusal = [], error.message
+    return render_template("blueprints.html", blueprints=registered, modules=modules,
+                           refusal=refusal, package=PACKAGE_NAME, data=PACKAGE_DATA)
+
+
+PACKAGE_NAME = "flask_tour"
+# What the package's pages read besides its modules: templates, static files, the lessons
+# the tour shows, and the settings /config may show.
+PACKAGE_DATA = ("templates", "static", "lessons", ".env.example")
+LEFT_BEHIND = shutil.ignore_patterns("__pycache__", ".pytest_cache", "instance", "*.pyc", "*.sqlite")
+
+
+def package_modules(text):
+    """The modules of the package for a module with this `text`, `__init__` first.
+
+    Each: its name, the titles of its sections, what it imports from the package at its top
+    (`imports`) and inside its functions (`inside`), as {module: names}, and its `text`.
+    """
+    parts = banner_parts(text)
+    owner = {name: title for title, source in parts for name in defined_names(source)}
+    module_of = section_modules(parts, owner, taken=imported_names(text) | set(PACKAGE_DATA))
+    modules = {}
+    for title, source in parts:
+        module = modules.setdefault(module_of[title], {"name": module_of[title], "titles": [],
+                                                        "sources": [], "imports": {}, "inside": {}})
+        module["titles"].append(title)
+        module["sources"].append(source)
+        loaded = loaded_names(source)
+        for name in uses_names(source):
+            if name in owner and module_of[owner[name]] != module["name"]:
+                module["imports"].setdefault(module_of[owner[name]], set()).add(name)
+            elif name not in owner and name in loaded:
+                raise click.ClickException(f"`{name}`, which {title!r} uses, is not in this "
+                                           "module: export from the whole app.py")
+    for module in modules.values():
+        module["text"] = module_text(module, text)
+    check_no_import_cycle(modules)
+    return sorted(modules.values(), key=lambda module: module["name"] != "__init__")
+
+
+def section_modules(parts, owner, taken):
+    """{title: module name} for each part; `taken`: names a module must not shadow."""
+    module_of = {}
+    for title, source in parts:
+        if title[0].isdigit():
+            module_of[title] = module_name(title, source, taken)
+            taken.add(module_of[title])
+    for title, source in parts:
+        if not title[0].isdigit():
+            # The appendix (not a topic) goes with the first section its Uses line names: the
+            # tour's views (section 2) and the appendix use each other, so as two modules they
+            # would import each other. (The last part, `app`, goes with `create_app`.)
+            used = [owner[name] for name in uses_names(source) if name in owner]
+            module_of[title] = module_of[used[0]] if used else module_name(title, source, taken)
+            taken.add(module_of[title])
+    return module_of
+
+
+def package_layout():
+    """The modules `flask tour export` writes for this very module (the page keeps it)."""
+    return package_modules(read_text(__file__))
+
+
+def banner_parts(text):
+    """(title, source) of each banner-headed part of a module's text, in order."""
+    pieces = re.split(rf"^(?={re.escape(BANNER_RULE)}\n# .*\n{re.escape(BANNER_RULE)}$)", text,
+                      flags=re.M)
+    return [(piece.splitlines()[1][2:], piece.rstrip() + "\n") for piece in pieces[1:]]
+
+
+def defined_names(source):
+    """The names a part defines at module level: functions, classes and assigned names."""
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+    return names
+
+
+def loaded_names(source):
+    """Every name a part's code reads."""
+    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+
+
+def uses_names(source):
+    """The `names` of a part's Uses comments (one per part of section 11), in order: settings
+    and endpoints among them."""
+    return [name for uses in re.findall(r"^# Uses (.*(?:\n# .*)*)", source, re.M)
+            for name in re.findall(r"`([^`]+)`", uses)]
+
+
+def imported_names(text):
+    """The names the import block at the top of `text` binds: `json`, `flask`, `Blueprint`…"""
+    names = set()
+    for node in ast.parse(text[:text.index(BANNER_RULE)]).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).partition(".")[0] for alias in node.names)
+            names.add((node.module or "").partition(".")[0] if isinstance(node, ast.ImportFrom) else "")
+    return names
+
+
+def module_name(title, source, taken):
+    """A section's module: `__init__` for the factory's, else named after its Blueprint or
+    `init_*` function (`forms`, `models`), with a `_` when that would shadow a name."""
+    if "create_app" in defined_names(source):
+        return "__init__"
+    found = re.search(r'Blueprint\(\s*"(\w+)"|^def init_(\w+)\(', source, re.M)
+    name = next(filter(None, found.groups())) if found else re.findall(r"[a-z]+", title.lower())[0]
+    while name in taken or keyword.iskeyword(name):
+        name += "_"
+    return name
+
+
+def module_text(module, text):
+    """The source of one exported module: a docstring, its imports, then its sections."""
+    source = "\n\n".join(module["sources"])
+    if module["name"] == "__init__":
+        source = imports_inside_functions(source, module)
+    docstring = (f'"""{module["titles"][0]}, exported from {Path(__file__).name} by `flask tour '
+                 f'export`{"; also " + "; ".join(module["titles"][1:]) if module["titles"][1:] else ""}."""')
+    relative = [import_from(name, names) for name, names in module["imports"].items()]
+    return "\n".join([docstring, import_lines(source, text), *relative, "", "", source])
+
+
+def import_from(module, names):
+    """`from .module import a, b`, written by the standard library's unparser."""
+    return ast.unparse(ast.ImportFrom(module=None if module == "__init__" else module,
+                                      names=[ast.alias(name) for name in sorted(names)], level=1))
+
+
+def imports_inside_functions(source, module):
+    """`source` with each function importing, first thing, the names it takes from other modules.
+
+    The package's `__init__` imports its sections inside `create_app`, as flaskr's factory
+    does: a section's module may then import `create_app` without a circular import. The
+    names `module` still imports at its top are those its code uses outside a function.
+    """
+    lines, imports = source.split("\n"), module["imports"]
+    tree = ast.parse(source)
+    outside = {name for node in tree.body if not isinstance(node, ast.FunctionDef)
+               for name in loaded_names(ast.unparse(node))}
+    for node in reversed(tree.body):
+        used = loaded_names(ast.unparse(node))
+        wanted = [import_from(name, names & used) for name, names in imports.items() if names & used]
+        if isinstance(node, ast.FunctionDef) and wanted:
+            first = node.body[0]
+            docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            at = first.end_lineno if docstring else first.lineno - 1
+            lines[at:at] = [" " * first.col_offset + line for line in wanted]
+    module["inside"] = {name: names - outside for name, names in imports.items() if names - outside}
+    module["imports"] = {name: names & outside for name, names in imports.items() if names & outside}
+    return "\n".join(lines)
+
+
+def check_no_import_cycle(modules):
+    """Refuse a package whose modules would import each other when Python loads them."""
+    def visit(name, path):
+        if name in path:
+            raise click.ClickException("circular import: " + " -> ".join(path[path.index(name):] + [name]))
+        for imported in modules[name]["imports"]:  # at its top: run while Python loads it
+            visit(imported, path + [name])
+    for name in modules:
+        visit(name, [])
 
 
 # ---------------------------------------------------------------------------

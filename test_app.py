@@ -2,6 +2,7 @@
 
 import ast
 import atexit
+import click
 import contextlib
 import dataclasses
 import fcntl
@@ -1517,13 +1518,16 @@ def demo_of_topic(number, app, module):
         return client.get("/healthz").json["status"]
     if number == 15:
         return client.get("/testing").text
+    if number == 16:
+        return client.get("/blueprints").text
 
 
 COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada",
                      4: "Ada", 5: "/notes", 6: "Hello, World", 7: "DevOps Engineer",
                      8: "SECRET_KEY", 9: "Initialized the database", 10: "copied", 11: "alice",
                      12: "copied-12", 13: "404 · Not Found", 14: "ok",
-                     15: "302 FOUND"}
+                     15: "302 FOUND",
+                     16: "<code>flask tour export</code>"}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -5699,6 +5703,121 @@ def test_topic_15_shows_the_fixtures_exactly_as_test_app_py_has_them(reader):
 # ---------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The folder `flask tour export` wrote the package into, once for this file's tests."""
+    folder = tmp_path_factory.mktemp("export")
+    app = create_app({"TESTING": True, "SECRET_KEY": TEST_SECRET, "DATABASE": str(folder / "t.sqlite")},
+                     instance_path=str(folder / "instance"))
+    result = app.test_cli_runner().invoke(args=["tour", "export", str(folder / "out")])
+    assert result.exit_code == 0, result.output
+    return folder / "out"
+
+
+# Run with `python -I` in the export's folder: import the package and every module of it, with
+# nothing of this checkout importable, then each topic's demo from the copy test against it.
+EXPORTED_DEMOS = """
+import functools, importlib, json, pkgutil, sys, tempfile, types
+sys.path.insert(0, ".")
+import flask_tour
+modules = [importlib.import_module("flask_tour." + info.name)
+           for info in pkgutil.iter_modules(flask_tour.__path__)]
+assert "app" not in sys.modules, "the package imported app.py"
+for module in modules:  # as the suite's fast_password_hashing does for app.py
+    if hasattr(module, "generate_password_hash"):
+        module.generate_password_hash = functools.partial(module.generate_password_hash,
+                                                          method="pbkdf2:sha256:1000")
+names = types.SimpleNamespace(**{name: value for module in [flask_tour, *modules]
+                                 for name, value in vars(module).items() if not name.startswith("__")})
+sys.path.append(sys.argv[1])
+import test_app
+shown = {}
+with tempfile.TemporaryDirectory() as folder:
+    for number in map(int, sys.argv[2:]):
+        app = flask_tour.create_app({"TESTING": True, "SECRET_KEY": test_app.TEST_SECRET,
+                                     "JWT_SECRET_KEY": test_app.JWT_TEST_KEY,
+                                     "DATABASE": f"{folder}/{number}.sqlite"},
+                                    instance_path=f"{folder}/instance-{number}")
+        shown[number] = str(test_app.demo_of_topic(number, app, names))
+print(json.dumps(shown))
+"""
+
+
+def test_the_exported_package_runs_each_topics_demo_in_a_fresh_interpreter(exported):
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("FLASK_", "PYTHON")) and name != "APP_SETTINGS"}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    numbers = [number for number in TOPIC_NUMBERS if number in COPY_EXPECTATIONS]
+    result = subprocess.run([sys.executable, "-I", "-B", "-c", EXPORTED_DEMOS, str(ROOT), *map(str, numbers)],
+                            cwd=exported, env=environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout.splitlines()[-1])
+    for number in numbers:
+        assert COPY_EXPECTATIONS[number] in shown[str(number)], number
+    assert "flask_tour.forms" in shown["16"]  # each Blueprint now comes from a module of its own
+
+
+def package_imports(folder):
+    """{module: modules of the package it imports at its top} and {module: any it imports inside a function}."""
+    at_top, inside = {}, {}
+    for path in (folder / "flask_tour").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {node for node in tree.body if isinstance(node, ast.ImportFrom)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                found = at_top if node in top else inside
+                found.setdefault(path.stem, set()).add(node.module or "__init__")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):  # never the one-module app
+                assert "app" not in [getattr(node, "module", None), *(alias.name for alias in node.names)], path
+    return at_top, inside
+
+
+def test_no_module_of_the_export_imports_one_that_imports_it_back(exported):
+    at_top, inside = package_imports(exported)
+    assert set(inside) == {"__init__"}  # the factory imports the sections when it runs
+    assert at_top["forms"] >= {"auth", "json_", "models"}
+
+    def reachable(name, seen=()):
+        return {name} | {found for imported in at_top.get(name, ()) if imported not in seen
+                         for found in reachable(imported, (*seen, name))}
+    for name, imported in at_top.items():
+        assert not any(name in reachable(other) for other in imported), name
+    assert "tour" not in at_top  # the appendix lives with the tour's views, which it serves
+
+
+def test_the_export_refuses_a_folder_that_already_has_the_package(exported, runner, tmp_path):
+    before = sorted((exported / "flask_tour").rglob("*"))
+    result = runner.invoke(args=["tour", "export", str(exported)])
+    assert result.exit_code == 1 and "flask_tour already exists: nothing was written" in result.output
+    assert sorted((exported / "flask_tour").rglob("*")) == before
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "flask_tour").symlink_to(tmp_path / "elsewhere")
+    assert runner.invoke(args=["tour", "export", str(tmp_path / "target")]).exit_code == 1
+    assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing written through the link
+
+
+def test_the_export_refuses_a_circular_import_and_a_module_that_lacks_what_it_uses(exported):
+    text = (ROOT / "app.py").read_text(encoding="utf-8")
+    database = tour.source_sections()[9][1]
+    looped = text.replace(database, database.replace("# Uses nothing from other sections",
+                                                     "# Uses `User` (section 10)", 1))
+    with pytest.raises(click.ClickException, match=r"circular import: (db -> models -> db|models -> db -> models)"):
+        tour.package_modules(looped)
+    exported_module = (exported / "flask_tour" / "blueprints.py").read_text(encoding="utf-8")
+    with pytest.raises(click.ClickException, match="export from the whole app.py"):
+        tour.package_modules(exported_module)
+
+
+def test_the_blueprints_page_shows_the_layout_the_export_writes(reader, exported):
+    html = reader.get("/blueprints").get_data(as_text=True)
+    written = sorted(path.name for path in (exported / "flask_tour").iterdir())
+    assert {"__init__.py", "db.py", "models.py", "auth.py", "templates", "static", "lessons"} <= set(written)
+    for name in written:
+        assert f"<code>flask_tour/{name}</code>" in html, name
+    assert "<code>from .db import add_schema, add_upgrade, get_db</code>" in html  # models.py's
+    topic = reader.get("/topics/16").get_data(as_text=True)
+    assert 'id="note-import-order"' in topic
 # --- 16: embedding -----------------------------------------------------------
 # Chosen sections registered into someone else's Flask app, which keeps its own routes,
 # session, error handlers and layout.
@@ -5824,7 +5943,8 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               8: 'from_envvar("APP_SETTINGS")', 9: "def get_db(", 10: "class User:",
               11: "@auth_bp.before_app_request", 12: "@hooks_bp.before_app_request",
               13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
-              15: "create_app(testing_settings("}
+              15: "create_app(testing_settings(",
+              16: '@blueprints_bp.cli.command("export")'}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -5968,14 +6088,14 @@ def test_a_real_browser_runs_the_tour_scripts(app, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
 def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_path):
     with serve_in_thread(app) as base, headless_chromium(tmp_path) as browser:
-        for number in range(1, len(TOPICS) + 1):  # normal text, projected at 1280×720
+        for number in TOPIC_NUMBERS:  # normal text, projected at 1280×720
             browser.open(base + f"/topics/{number}", 1280, 720)
             lesson_top = browser.evaluate(  # the lesson's module: a few of its lines show
                 "document.querySelector('.lesson pre').getBoundingClientRect().top")
             assert lesson_top < 720 - 100, (number, lesson_top)
         browser.open(base + "/", 390)
         browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
-        for number in range(len(TOPICS) + 1):
+        for number in [0, *TOPIC_NUMBERS]:
             url = base + (f"/topics/{number}" if number else "/")
             assert_fits(browser, url, 390)  # the API console's fieldsets included
             if number in (1, 6, 11):  # the same layout; 11 has the most above its code
