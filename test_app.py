@@ -5822,7 +5822,6 @@ def test_the_blueprints_page_shows_the_layout_the_export_writes(reader, exported
 # Chosen sections registered into someone else's Flask app, which keeps its own routes,
 # session, error handlers and layout.
 
-EMBEDDING_NOTES = ROOT / "lessons" / "16_blueprints" / "teaching" / "embedding-notes.json"
 
 
 def host_app(tmp_path, *blueprints, layout=True):
@@ -5908,7 +5907,7 @@ def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
     app_wide = {name for name, blueprint in blueprints.items()
                 if app_wide_effects(blueprint, tmp_path / name)}
     assert {"hooks_bp", "auth_bp", "forms_bp", "errors_bp"} <= app_wide
-    notes = {note["id"]: note for note in json.loads(EMBEDDING_NOTES.read_text())}
+    notes = {note["id"]: note for note in TOPIC_BY_NUMBER[16]["notes"]}
     paragraph = next(part for part in notes["embedding-blueprints"]["text"].split("\n\n")
                      if part.startswith("App-wide:"))
     named, _, within = paragraph.partition("the rest")
