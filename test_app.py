@@ -1886,7 +1886,7 @@ def test_pages_fit_a_phone_isolate_user_text_and_keep_line_breaks(app, client, l
                 if page in ("/notes", pages[5]):
                     body = browser.evaluate("document.querySelector('.note-body').innerText")
                     assert body == "first line\nafter the title", (page, body)  # both lines
-        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        browser.evaluate("document.cookie = 'large_text=on; Path=/'")  # as the toggle does
         for page in ("/routes", "/structure"):
             assert_fits(browser, base + page, 390)
             assert browser.evaluate("document.documentElement.classList.contains('large-text')")
@@ -5684,7 +5684,7 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
                 "document.querySelector('.lesson pre').getBoundingClientRect().top")
             assert lesson_top < 720 - 100, (number, lesson_top)
         browser.open(base + "/", 390)
-        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        browser.evaluate("document.cookie = 'large_text=on; Path=/'")  # as the toggle does
         for number in range(len(TOPICS) + 1):
             url = base + (f"/topics/{number}" if number else "/")
             assert_fits(browser, url, 390)  # the API console's fieldsets included
