@@ -24,8 +24,8 @@ def index():
             error = save_upload(file)
         if error is None:
             return redirect(url_for("index"))  # after a POST, redirect: a reload will not resend it
-    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
-    files = sorted(os.listdir(app.config["UPLOAD_FOLDER"]))
+    folder = app.config["UPLOAD_FOLDER"]
+    files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     return render_template("index.html", files=files, error=error,
                            large=request.cookies.get("large_text") == "on")
 
@@ -42,6 +42,7 @@ def save_upload(file):
     if not file.stream.read(16).startswith(ALLOWED[extension]):
         return f"That file is not really a {extension} file."
     file.stream.seek(0)  # back to the start, so that save() writes the whole file
+    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
     file.save(os.path.join(app.config["UPLOAD_FOLDER"], name))
     return None
 
