@@ -2459,7 +2459,8 @@ def delete_attachment(note_id, attachment_id):
 def preferences():
     """Show the text size preference (GET); set its cookie, then go back (POST)."""
     if request.method == "GET":
-        return render_template("preferences.html", sent=request.cookies.get(LARGE_TEXT_COOKIE))
+        return render_template("preferences.html", sent=request.cookies.get(LARGE_TEXT_COOKIE),
+                               back=request.args.get("next") or page_before())
     choice = "on" if request.form.get("large_text") == "on" else "off"
     response = redirect(safe_next_path(request.form.get("next"), url_for("uploads.preferences")))
     response.set_cookie(
@@ -2473,6 +2474,15 @@ def preferences():
 
 
 LARGE_TEXT_COOKIE = "large_text"
+
+
+def page_before():
+    """The path of the page of this app that linked here (its Referer), else ""."""
+    # One link for every page: a `?next=` per page would give crawlers a new URL on each.
+    parts = urlsplit(request.referrer or "")
+    if parts.netloc != request.host or not parts.path.startswith(request.script_root + "/"):
+        return ""
+    return parts.path[len(request.script_root):] + (f"?{parts.query}" if parts.query else "")
 
 
 @uploads_bp.app_context_processor

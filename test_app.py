@@ -5691,6 +5691,10 @@ def test_an_account_cannot_fill_the_disk(app, client, logged_in):
 
 
 def test_the_text_size_cookie_is_set_with_its_flags_and_read_on_the_first_byte(app, client):
+    form = client.get("/preferences", headers={"Referer": "http://localhost/topics/19?x=1"}).text
+    assert 'name="next" value="/topics/19?x=1"' in form  # back to the page that linked here
+    elsewhere = client.get("/preferences", headers={"Referer": "https://evil.example/topics/19"})
+    assert 'name="next" value=""' in elsewhere.text  # another site's page: none
     token = csrf_from(client.get("/preferences"))
     response = client.post("/preferences", data={"large_text": "on", "next": "/topics/19",
                                                  "csrf_token": token})
