@@ -2842,7 +2842,7 @@ def lesson_files(folder, modules=()):
         rank = (0 if name in modules else 1 if name.startswith("templates/")
                 else 3 if name.startswith("test_") else 4 if name in ("README.txt", "requirements.txt")
                 else 2)
-        return rank, name
+        return rank, modules.index(name) if name in modules else 0, name  # modules as listed
     return sorted(files, key=order)
 
 

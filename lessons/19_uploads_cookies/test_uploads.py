@@ -43,10 +43,3 @@ def test_a_file_over_the_limit_is_refused(client, tmp_path):
     response = upload(client, PNG + b"\x00" * 1024 * 1024, "big.png")
     assert response.status_code == 413
     assert list(tmp_path.iterdir()) == []
-
-
-def test_the_cookie_makes_the_page_large(client):
-    response = client.post("/text-size", data={"large_text": "on"})
-    assert "large_text=on" in response.headers["Set-Cookie"]
-    assert "HttpOnly" in response.headers["Set-Cookie"]
-    assert b'class="large"' in client.get("/").data  # the test client sends the cookie back

@@ -1,4 +1,4 @@
-"""Lesson 19: file uploads, and a cookie that remembers a preference."""
+"""Lesson 19: file uploads. A form sends a file, the view checks it and saves it."""
 import os
 
 from flask import Flask, redirect, render_template, request, send_from_directory, url_for
@@ -7,7 +7,6 @@ from werkzeug.utils import secure_filename
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # a bigger request is refused: 413
 app.config["UPLOAD_FOLDER"] = os.path.join(app.instance_path, "uploads")
-
 # The extensions we accept, and how a real file of each kind begins (its "magic bytes").
 ALLOWED = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".pdf": b"%PDF-"}
 
@@ -17,28 +16,24 @@ def index():
     """Show the upload form and the files; save a posted file."""
     error = None
     if request.method == "POST":
-        file = request.files.get("file")  # the form needs enctype="multipart/form-data"
-        if file is None or file.filename == "":
-            error = "Choose a file first."
-        else:
-            error = save_upload(file)
+        error = save_upload(request.files.get("file"))  # needs enctype="multipart/form-data"
         if error is None:
             return redirect(url_for("index"))  # after a POST, redirect: a reload will not resend it
     folder = app.config["UPLOAD_FOLDER"]
     files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    return render_template("index.html", files=files, error=error,
-                           large=request.cookies.get("large_text") == "on")
+    return render_template("uploads.html", files=files, error=error)
 
 
 def save_upload(file):
-    """Save the file if its name and its content are allowed; else return why not."""
-    # The sender chooses the name: "../../app.py" would write outside the folder.
-    # secure_filename keeps only letters, digits, "_", "-" and "." ("../../app.py" -> "app.py").
+    """Save the file if its name and its content are allowed; else say why not."""
+    if file is None or file.filename == "":
+        return "Choose a file first."
+    # secure_filename keeps letters, digits, "_", "-" and ".": "../../app.py" becomes "app.py".
     name = secure_filename(file.filename)
     extension = os.path.splitext(name)[1].lower()
     if extension not in ALLOWED:
         return "Only .png, .jpg and .pdf files are allowed."
-    # The name can lie: a web page renamed page.png must not pass, so look at its first bytes.
+    # A name can lie (a web page renamed page.png): look at the file's first bytes too.
     if not file.stream.read(16).startswith(ALLOWED[extension]):
         return f"That file is not really a {extension} file."
     file.stream.seek(0)  # back to the start, so that save() writes the whole file
@@ -49,26 +44,5 @@ def save_upload(file):
 
 @app.route("/files/<name>")
 def download(name):
-    """Send one uploaded file back."""
-    # send_from_directory refuses a name that leads out of the folder (404).
+    """Send one uploaded file back; a name that leads out of the folder is a 404."""
     return send_from_directory(app.config["UPLOAD_FOLDER"], name, as_attachment=True)
-
-
-@app.post("/text-size")
-def text_size():
-    """Remember the visitor's text size in a cookie, then show the page again."""
-    choice = "on" if request.form.get("large_text") == "on" else "off"
-    response = redirect(url_for("index"))
-    # The browser keeps the cookie and sends it back with every request to this site.
-    response.set_cookie("large_text", choice,
-                        max_age=365 * 24 * 3600,  # kept a year, not only until the browser closes
-                        httponly=True,  # page scripts cannot read it
-                        samesite="Lax")  # not sent along when another site posts a form here
-    return response
-
-
-@app.errorhandler(413)
-def too_large(error):
-    """A friendly page when a file is over MAX_CONTENT_LENGTH."""
-    return "That file is too large: at most 1 MB.", 413
-
