@@ -62,6 +62,7 @@ from flask import (
     render_template,
     request,
     send_file,
+    send_from_directory,
     session,
     url_for,
 )
@@ -74,6 +75,7 @@ from werkzeug.exceptions import (BadHost, Forbidden, HTTPException, MethodNotAll
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BuildError
 from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.utils import secure_filename
 
 
 # ---------------------------------------------------------------------------
@@ -88,7 +90,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 # (section 12), `tour_bp` (section 2), `database_bp` (section 9), `params_bp` (section 3),
 # `templates_bp` (section 4), `forms_bp` (section 5), `api_bp` (section 6), `json_bp`
 # (section 7), `config_bp` (section 8), `errors_bp` (section 13), `deployment_bp`
-# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16).
+# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16), `uploads_bp` (section 19).
 
 
 def create_app(config=None, *, instance_path=None):
@@ -113,6 +115,7 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(deployment_bp)
     app.register_blueprint(testing_bp)
     app.register_blueprint(blueprints_bp)
+    app.register_blueprint(uploads_bp)
     return app
 
 
@@ -1996,6 +1999,8 @@ def openapi_paths():
             "delete": operation("Delete a note", 204, errors=(404,), parameters=note_id)},
         "/api/openapi.json": {"get": operation("This document", 200, {"type": "object"},
                                                secured=False)},
+        **{path: operations for more in current_app.extensions.get("openapi_paths", ())
+           for path, operations in more().items()},  # later sections' routes, such as 19's
     }
 
 
@@ -2590,6 +2595,359 @@ def csrf_token_in(response):
     """The CSRF token in a page's form, read from its HTML as a test does."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
     return found.group(1) if found else ""
+# 19. File uploads and cookies
+# ---------------------------------------------------------------------------
+# A file posted with `enctype="multipart/form-data"` arrives in `request.files`, as a
+# FileStorage: its `filename` is whatever the sender chose (`../../app.py`), so it is only
+# ever shown, cleaned by `secure_filename`; the file is stored under instance/uploads with a
+# random name. A type is allowed by its extension AND by its first bytes (an HTML page named
+# `.png` is refused), a file over MAX_ATTACHMENT_BYTES is a 413, and an account keeps at most
+# ATTACHMENT_BYTES_PER_USER. `send_from_directory` serves a file back to its note's owner
+# only; anything but an image as a download. The API takes the same files at
+# `POST /api/notes/<id>/attachments`. Cookies: `response.set_cookie` stores the "Large text"
+# preference in the browser and `request.cookies` reads it back, so base.html draws the
+# page large from its first byte, with no JavaScript.
+# Uses `get_db` and `add_schema` (section 9), `Note` (section 10), `login_required`,
+# `check_note_write` and `safe_next_path` (section 11.1), `token_required` (section 11.2),
+# `operation` (section 6), the edit page `forms.edit_note` (section 5), whose
+# template includes ours; its pages extend base.html (section 4).
+
+uploads_bp = Blueprint("uploads", __name__)
+
+
+@uploads_bp.post("/notes/<int:note_id>/attachments")
+@login_required
+def upload_attachment(note_id):
+    """Attach the posted file to one of the user's notes (the form on its edit page)."""
+    note = Note.get_for_user(note_id, g.user.id) or abort(404)
+    attachment = save_attachment(note, g.user, request.files.get("file"))
+    flash(f"Attached {attachment.filename}.")
+    return redirect(url_for("forms.edit_note", note_id=note.id))
+
+
+@uploads_bp.get("/notes/<int:note_id>/attachments/<int:attachment_id>")
+@login_required
+def attachment(note_id, attachment_id):
+    """One attachment of the user's note; anyone else's is a 404, never a 403."""
+    return send_attachment(own_attachment(note_id, attachment_id, g.user.id))
+
+
+@uploads_bp.post("/notes/<int:note_id>/attachments/<int:attachment_id>/delete")
+@login_required
+def delete_attachment(note_id, attachment_id):
+    """Delete one attachment of the user's note (its file goes after the commit)."""
+    found = own_attachment(note_id, attachment_id, g.user.id)
+    found.delete()
+    flash(f"Deleted {found.filename}.")
+    return redirect(url_for("forms.edit_note", note_id=note_id))
+
+
+@uploads_bp.route("/preferences", methods=["GET", "POST"])
+def preferences():
+    """Show the text size preference (GET); set its cookie, then go back (POST)."""
+    if request.method == "GET":
+        return render_template("preferences.html", sent=request.cookies.get(LARGE_TEXT_COOKIE),
+                               back=request.args.get("next") or page_before())
+    choice = "on" if request.form.get("large_text") == "on" else "off"
+    response = redirect(safe_next_path(request.form.get("next"), url_for("uploads.preferences")))
+    response.set_cookie(
+        LARGE_TEXT_COOKIE, choice,
+        max_age=365 * 86400,  # Max-Age: kept a year; without it, gone when the browser closes
+        path=request.script_root or "/",  # Path: sent with every page of this app, no other
+        secure=current_app.config["SESSION_COOKIE_SECURE"],  # Secure: https only, when served so
+        httponly=False,  # HttpOnly off: no secret in it, and app.js's button sets it too
+        samesite="Lax")  # SameSite: not sent with another site's posts (no cross-site tricks)
+    return response
+
+
+LARGE_TEXT_COOKIE = "large_text"
+
+
+def page_before():
+    """The path of the page of this app that linked here (its Referer), else ""."""
+    # One link for every page: a `?next=` per page would give crawlers a new URL on each.
+    parts = urlsplit(request.referrer or "")
+    if parts.netloc != request.host or not parts.path.startswith(request.script_root + "/"):
+        return ""
+    return parts.path[len(request.script_root):] + (f"?{parts.query}" if parts.query else "")
+
+
+@uploads_bp.app_context_processor
+def text_size():
+    """Every template knows the preference: base.html sets <html class="large-text">."""
+    return {"large_text": large_text()}
+
+
+def large_text():
+    """True when the request's cookie says "on"; any other value is the default size."""
+    return request.cookies.get(LARGE_TEXT_COOKIE) == "on"  # the browser sends what anyone set
+
+
+@uploads_bp.after_app_request
+def vary_on_cookies(response):
+    """Pages differ by the cookie: a shared cache must not give one visitor's size to another."""
+    if response.mimetype == "text/html":
+        response.vary.add("Cookie")
+    return response
+
+
+class AttachmentListAPI(MethodView):
+    """The attachments of one of the caller's notes: list and upload (multipart/form-data)."""
+
+    decorators = [token_required]
+
+    def get(self, note_id):
+        note = Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
+        return {"items": [found.to_json() for found in Attachment.for_note(note.id)]}
+
+    def post(self, note_id):
+        note = Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
+        saved = save_attachment(note, g.api_user, request.files.get("file"))
+        return saved.to_json(), 201, {"Location": url_for(
+            "uploads.attachment_api", note_id=note.id, attachment_id=saved.id)}
+
+
+class AttachmentAPI(MethodView):
+    """Download one attachment of one of the caller's notes."""
+
+    decorators = [token_required]
+
+    def get(self, note_id, attachment_id):
+        return send_attachment(own_attachment(note_id, attachment_id, g.api_user.id))
+
+
+uploads_bp.add_url_rule("/api/notes/<int:note_id>/attachments",
+                        view_func=AttachmentListAPI.as_view("attachments_api"))
+uploads_bp.add_url_rule("/api/notes/<int:note_id>/attachments/<int:attachment_id>",
+                        view_func=AttachmentAPI.as_view("attachment_api"))
+
+
+def save_attachment(note, user, file):
+    """Check the file, then store it under a random name and its row in one transaction."""
+    if file is None or not file.filename:
+        abort(400, "Choose a file to attach (a form field named 'file', multipart/form-data).")
+    limit = current_app.config["MAX_ATTACHMENT_BYTES"]
+    content = file.stream.read(limit + 1)  # never more than the limit in memory
+    if len(content) > limit:
+        abort(413, f"An attachment may be at most {limit // 1024} KB.")
+    extension = os.path.splitext(file.filename)[1].lower()  # only looked up, never a path
+    content_type = checked_type(extension, content)
+    # The shown name: `secure_filename` keeps letters, digits, '.', '_' and '-' ("../../x" → "x").
+    filename = (secure_filename(os.path.splitext(file.filename)[0])[:100] or "attachment") + extension
+    check_note_write(user)  # a rate limit per account; it begins the transaction below
+    check_attachment_quota(user, len(content))
+    stored_name = secrets.token_hex(16)  # the sender's name never becomes a path
+    path = os.path.join(uploads_folder(), stored_name)
+    try:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as stored:
+            stored.write(content)
+        return Attachment.create(note.id, stored_name, filename, content_type, len(content))
+    except BaseException:  # the row was not written: no file (or part of one) may stay
+        get_db().rollback()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        raise
+
+
+# What may be attached: extension, content type, and how its content begins. A file must
+# match both, so a page of HTML renamed `.png` (which a browser might run) is refused.
+ATTACHMENT_TYPES = {
+    ".png": ("image/png", (b"\x89PNG\r\n\x1a\n",)),
+    ".jpg": ("image/jpeg", (b"\xff\xd8\xff",)),
+    ".jpeg": ("image/jpeg", (b"\xff\xd8\xff",)),
+    ".gif": ("image/gif", (b"GIF87a", b"GIF89a")),
+    ".pdf": ("application/pdf", (b"%PDF-",)),
+    ".txt": ("text/plain", None),  # no signature: UTF-8 text without NUL bytes
+}
+
+
+def checked_type(extension, content):
+    """The content type of an allowed extension whose content matches it; else a 415."""
+    allowed = ", ".join(sorted(ATTACHMENT_TYPES))
+    if extension not in ATTACHMENT_TYPES:
+        abort(415, f"Only these files can be attached: {allowed}.")
+    content_type, signatures = ATTACHMENT_TYPES[extension]
+    if signatures is None and not is_plain_text(content) or (
+            signatures is not None and not content.startswith(signatures)):
+        abort(415, f"The file's content is not what its name says ({extension}).")
+    return content_type
+
+
+def is_plain_text(content):
+    """True for UTF-8 text without NUL bytes: what a .txt attachment must hold."""
+    try:
+        return b"\x00" not in content and bool(content.decode("utf-8"))
+    except UnicodeDecodeError:
+        return False
+
+
+def check_attachment_quota(user, size):
+    """A 403 when this file would take the user's attachments past ATTACHMENT_BYTES_PER_USER."""
+    quota = current_app.config["ATTACHMENT_BYTES_PER_USER"]
+    used = get_db().execute(
+        "SELECT coalesce(sum(size), 0) FROM attachments JOIN notes ON notes.id = note_id"
+        " WHERE notes.user_id = ?", (user.id,)).fetchone()[0]
+    if used + size > quota:  # one account filling the disk
+        get_db().rollback()
+        abort(403, f"Your attachments may take {quota // (1024 * 1024)} MB in all; this one "
+                   "does not fit. Delete some to make room.")
+
+
+def own_attachment(note_id, attachment_id, user_id):
+    """The attachment if it belongs to a note of the user's; else a 404 that reveals nothing."""
+    note = Note.get_for_user(note_id, user_id)
+    found = note and Attachment.get(attachment_id, note.id)
+    return found or abort(404, "No such attachment.")
+
+
+def send_attachment(found):
+    """The file, with headers that stop a browser from running it as a page or a script."""
+    image = found.content_type.startswith("image/")
+    response = send_from_directory(uploads_folder(), found.stored_name,
+                                   mimetype=found.content_type, download_name=found.filename,
+                                   as_attachment=not image)  # a download, never opened here
+    response.headers["X-Content-Type-Options"] = "nosniff"  # the type we chose, no guessing
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"  # no scripts
+    return response
+
+
+def uploads_folder():
+    """instance/uploads, created on first use: outside static/, so nothing serves it unchecked."""
+    folder = os.path.join(current_app.instance_path, "uploads")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+@dataclass
+class Attachment:
+    """A file attached to a note."""
+
+    id: int
+    note_id: int
+    stored_name: str
+    filename: str
+    content_type: str
+    size: int
+    created_at: str
+
+    @classmethod
+    def for_note(cls, note_id):
+        rows = get_db().execute("SELECT * FROM attachments WHERE note_id = ? ORDER BY id",
+                                (note_id,)).fetchall()
+        return [cls(**row) for row in rows]
+
+    @classmethod
+    def get(cls, attachment_id, note_id):
+        row = get_db().execute("SELECT * FROM attachments WHERE id = ? AND note_id = ?",
+                               (attachment_id, note_id)).fetchone()
+        return cls(**row) if row else None
+
+    @classmethod
+    def create(cls, note_id, stored_name, filename, content_type, size):
+        db = get_db()
+        row = db.execute(
+            "INSERT INTO attachments (note_id, stored_name, filename, content_type, size)"
+            " VALUES (?, ?, ?, ?, ?) RETURNING *",
+            (note_id, stored_name, filename, content_type, size)).fetchone()
+        attachment = cls(**row)
+        db.commit()
+        return attachment
+
+    def delete(self):
+        db = get_db()
+        db.execute("DELETE FROM attachments WHERE id = ?", (self.id,))
+        db.commit()
+
+    def to_json(self):
+        return {"id": self.id, "filename": self.filename, "content_type": self.content_type,
+                "size": self.size, "created_at": self.created_at}
+
+
+@uploads_bp.app_template_global()
+def attachments_of(note):
+    """The note's attachments, for the list on its edit page."""
+    return Attachment.for_note(note.id)
+
+
+# How this section learns that a note is gone, without sections 5, 6 or 10 knowing about
+# it: ON DELETE CASCADE deletes the rows with their note (or user), in the same transaction,
+# and the trigger writes each file's name into `attachment_files_to_remove`; after the
+# request, `remove_deleted_files` deletes those files. A rolled-back deletion leaves both
+# row and file; a crash between commit and removal leaves the name for the next request.
+ATTACHMENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS attachments (
+    id INTEGER PRIMARY KEY,
+    note_id INTEGER NOT NULL REFERENCES notes (id) ON DELETE CASCADE,
+    stored_name TEXT NOT NULL UNIQUE,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS attachments_by_note ON attachments (note_id, id);
+CREATE TABLE IF NOT EXISTS attachment_files_to_remove (stored_name TEXT PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS attachment_deleted AFTER DELETE ON attachments BEGIN
+    INSERT OR IGNORE INTO attachment_files_to_remove (stored_name) VALUES (old.stored_name);
+END;
+"""
+
+
+@uploads_bp.after_app_request
+def remove_deleted_files(response):
+    """After a successful write, delete the files whose attachments the database deleted."""
+    if request.method not in ("POST", "PUT", "PATCH", "DELETE") or response.status_code >= 400:
+        return response
+    try:
+        db = get_db()
+        for (name,) in db.execute("SELECT stored_name FROM attachment_files_to_remove").fetchall():
+            with contextlib.suppress(FileNotFoundError):  # another worker removed it first
+                os.remove(os.path.join(uploads_folder(), name))
+            db.execute("DELETE FROM attachment_files_to_remove WHERE stored_name = ?", (name,))
+        db.commit()
+    except (sqlite3.Error, OSError) as error:  # the deletion itself succeeded: retried next time
+        current_app.logger.warning("Attachment files not removed yet: %s", error)
+    return response
+
+
+def attachment_openapi_paths():
+    """The attachment operations, for section 6's OpenAPI document."""
+    ids = [{"name": name, "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 1}} for name in ("note_id", "attachment_id")]
+    item = {"type": "object", "properties": {
+        "id": {"type": "integer"}, "filename": {"type": "string"},
+        "content_type": {"enum": sorted({kind for kind, _ in ATTACHMENT_TYPES.values()})},
+        "size": {"type": "integer"}, "created_at": {"type": "string"}}}
+    limits = (f"One file, field `file`: {', '.join(sorted(ATTACHMENT_TYPES))}, its content "
+              f"matching its extension (else 415), at most "
+              f"{current_app.config['MAX_ATTACHMENT_BYTES']} bytes (else 413); an account's "
+              f"files take at most {current_app.config['ATTACHMENT_BYTES_PER_USER']} bytes "
+              "(else 403).")
+    upload = {**operation("Attach a file to a note", 201, item, (400, 403, 404, 413, 415, 429),
+                          parameters=ids[:1]), "description": limits, "requestBody": {
+        "required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+    listing = {"type": "object", "properties": {"items": {"type": "array", "items": item}}}
+    download = operation("Download an attachment", 200, errors=(404,), parameters=ids)
+    download["responses"]["200"]["content"] = {"*/*": {"schema": {"type": "string",
+                                                                   "format": "binary"}}}
+    return {
+        "/api/notes/{note_id}/attachments": {
+            "get": operation("List a note's attachments", 200, listing, (404,),
+                             parameters=ids[:1]),
+            "post": upload},
+        "/api/notes/{note_id}/attachments/{attachment_id}": {"get": download},
+    }
+
+
+@uploads_bp.record_once
+def set_up_uploads(state):
+    """The upload limits and the attachments table, when the app registers this Blueprint."""
+    config = state.app.config
+    config.setdefault("MAX_ATTACHMENT_BYTES", 512 * 1024)  # per file; under MAX_CONTENT_LENGTH
+    config.setdefault("ATTACHMENT_BYTES_PER_USER", 20 * 1024 * 1024)  # per account, all notes
+    add_schema(state.app, ATTACHMENTS_SCHEMA)
+    state.app.extensions.setdefault("openapi_paths", []).append(attachment_openapi_paths)
 
 
 # ---------------------------------------------------------------------------
@@ -2671,7 +3029,7 @@ def lesson_files(folder, modules=()):
         rank = (0 if name in modules else 1 if name.startswith("templates/")
                 else 3 if name.startswith("test_") else 4 if name in ("README.txt", "requirements.txt")
                 else 2)
-        return rank, name
+        return rank, modules.index(name) if name in modules else 0, name  # modules as listed
     return sorted(files, key=order)
 
 

@@ -1520,6 +1520,11 @@ def demo_of_topic(number, app, module):
         return client.get("/testing").text
     if number == 16:
         return client.get("/blueprints").text
+    if number == 19:
+        AuthActions(client).register()
+        note_id, token = new_note(client)
+        attach(client, note_id, PNG, "copied.png", token)
+        return client.get(f"/notes/{note_id}/edit").text
 
 
 COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada",
@@ -1527,7 +1532,8 @@ COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada
                      8: "SECRET_KEY", 9: "Initialized the database", 10: "copied", 11: "alice",
                      12: "copied-12", 13: "404 · Not Found", 14: "ok",
                      15: "302 FOUND",
-                     16: "<code>flask tour export</code>"}
+                     16: "<code>flask tour export</code>",
+                     19: ">copied.png</a>"}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -1896,7 +1902,7 @@ def test_pages_fit_a_phone_isolate_user_text_and_keep_line_breaks(app, client, l
                 if page in ("/notes", pages[5]):
                     body = browser.evaluate("document.querySelector('.note-body').innerText")
                     assert body == "first line\nafter the title", (page, body)  # both lines
-        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        browser.evaluate("document.cookie = 'large_text=on; Path=/'")  # as the toggle does
         for page in ("/routes", "/structure"):
             assert_fits(browser, base + page, 390)
             assert browser.evaluate("document.documentElement.classList.contains('large-text')")
@@ -5913,6 +5919,206 @@ def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
     named, _, within = paragraph.partition("the rest")
     assert set(re.findall(r"`(\w+_bp)`", named)) == app_wide
     assert set(re.findall(r"`(\w+_bp)`", within)) == set(blueprints) - app_wide
+# 19. File uploads and cookies
+# ---------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(24)  # the signature of a PNG file, then anything
+
+
+def new_note(client, title="with files"):
+    """Create a note through the form; (its id, the session's CSRF token)."""
+    token = csrf_from(client.get("/notes"))
+    client.post("/notes", data={"title": title, "body": "", "csrf_token": token})
+    return int(re.findall(r"/notes/(\d+)/edit", client.get("/notes").text)[0]), token
+
+
+def attach(client, note_id, content, name, token=None):
+    """Post a file with the edit page's form; `token` None sends no CSRF token at all."""
+    data = {"file": (io.BytesIO(content), name), **({"csrf_token": token} if token else {})}
+    return client.post(f"/notes/{note_id}/attachments", data=data)
+
+
+def uploads_of(app):
+    """The names in the instance folder's uploads/ (none when it was never made)."""
+    folder = Path(app.instance_path) / "uploads"
+    return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+
+
+def files_outside_uploads(tmp_path):
+    """Every file under the test's folder (instance folder, database) except in uploads/."""
+    return {str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")
+            if "uploads" not in path.relative_to(tmp_path).parts}
+
+
+def main_of(response):
+    """The <main> of a page: what it says, without the links back to its own address."""
+    return re.search(r"<main.*</main>", response.text, re.S)[0]
+
+
+def test_an_attachment_is_stored_under_a_random_name_and_sent_back_to_its_owner(app, client,
+                                                                                logged_in):
+    note_id, token = new_note(client)
+    response = attach(client, note_id, PNG, "../../my cat.png", token)
+    assert response.status_code == 302 and response.headers["Location"] == f"/notes/{note_id}/edit"
+    [stored] = uploads_of(app)
+    assert re.fullmatch(r"[0-9a-f]{32}", stored)  # the sender's name never became a path
+    edit = client.get(f"/notes/{note_id}/edit").text
+    link = re.search(rf'href="(/notes/{note_id}/attachments/\d+)">my_cat.png<', edit)[1]
+    image = client.get(link)
+    assert image.data == PNG and image.mimetype == "image/png"
+    assert image.headers["Content-Disposition"].startswith("inline")  # an image is shown
+    assert image.headers["X-Content-Type-Options"] == "nosniff"
+    assert image.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert attach(client, note_id, "plain words\n".encode(), "notes.TXT", token).status_code == 302
+    text_link = re.search(r'href="([^"]+)">notes.txt<', client.get(f"/notes/{note_id}/edit").text)[1]
+    text = client.get(text_link)
+    assert text.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert text.headers["Content-Disposition"] == "attachment; filename=notes.txt"  # a download
+
+
+def test_upload_attacks_are_refused_and_nothing_is_written_outside_the_uploads_folder(
+        app, client, logged_in, tmp_path):
+    note_id, token = new_note(client)
+    attach(client, note_id, PNG, "first.png", token)  # the folder and the database exist
+    before_tree, before_instance, before_uploads = work_tree(), files_outside_uploads(tmp_path), \
+        uploads_of(app)
+    limit = app.config["MAX_ATTACHMENT_BYTES"]
+    attacks = {
+        "over MAX_ATTACHMENT_BYTES": (PNG + bytes(limit), "big.png", token, 413),
+        "over MAX_CONTENT_LENGTH": (PNG + bytes(app.config["MAX_CONTENT_LENGTH"]), "huge.png",
+                                    token, 413),
+        "a path and a script's extension": (b"print('owned')\n", "../../app.py", token, 415),
+        "HTML named .png": (b"<script>alert(document.cookie)</script>", "cat.png", token, 415),
+        "HTML named .txt, then NUL": (b"<p>\x00</p>", "page.txt", token, 415),
+        "no CSRF token": (PNG, "cat.png", None, 400),
+    }
+    for attack, (content, name, sent_token, status) in attacks.items():
+        response = attach(client, note_id, content, name, sent_token)
+        assert response.status_code == status, attack
+        assert response.mimetype == "text/html" and "Traceback" not in response.text, attack
+        assert uploads_of(app) == before_uploads, attack  # nothing left behind
+    assert "An attachment may be at most 512 KB." in attach(
+        client, note_id, PNG + bytes(limit), "big.png", token).text  # the 413 page says why
+    assert count_rows(app, "attachments") == 1
+    assert files_outside_uploads(tmp_path) == before_instance
+    assert work_tree() == before_tree
+
+
+def test_an_api_upload_over_the_limit_is_a_problem_and_leaves_nothing(app, client):
+    headers = api_headers(client)
+    note = client.post("/api/notes", json={"title": "api"}, headers=headers).json
+    url = f"/api/notes/{note['id']}/attachments"
+    for size in (app.config["MAX_ATTACHMENT_BYTES"], app.config["MAX_CONTENT_LENGTH"]):
+        response = client.post(url, headers=headers,
+                               data={"file": (io.BytesIO(PNG + bytes(size)), "big.png")})
+        assert response.status_code == 413 and response.mimetype == "application/problem+json"
+    assert client.post(url, headers=headers, json={"file": "x"}).status_code == 400  # not multipart
+    assert uploads_of(app) == [] and client.get(url, headers=headers).json == {"items": []}
+
+
+def test_the_api_uploads_lists_and_sends_attachments_as_the_openapi_document_says(app, client):
+    headers = api_headers(client)
+    note = client.post("/api/notes", json={"title": "api"}, headers=headers).json
+    url = f"/api/notes/{note['id']}/attachments"
+    created = client.post(url, headers=headers, data={"file": (io.BytesIO(b"%PDF-1.7\n"), "r.pdf")})
+    assert created.status_code == 201 and created.json["content_type"] == "application/pdf"
+    assert client.get(url, headers=headers).json["items"] == [created.json]
+    pdf = client.get(created.headers["Location"], headers=headers)
+    assert pdf.data == b"%PDF-1.7\n" and pdf.headers["Content-Disposition"] == "attachment; filename=r.pdf"
+    assert client.get(created.headers["Location"]).status_code == 401  # the token is the only way in
+    document = client.get("/api/openapi.json").json["paths"]
+    upload = document["/api/notes/{note_id}/attachments"]["post"]
+    assert {"413", "415", "403"} <= set(upload["responses"])
+    assert "multipart/form-data" in upload["requestBody"]["content"]
+
+
+def test_someone_elses_attachment_is_a_404_like_one_that_never_existed(app, client, logged_in):
+    note_id, token = new_note(client)
+    attach(client, note_id, PNG, "mine.png", token)
+    own_url = re.search(r'href="(/notes/\d+/attachments/\d+)"', client.get(f"/notes/{note_id}/edit").text)[1]
+    attachment_id = int(own_url.rsplit("/", 1)[1])
+    other = app.test_client()
+    AuthActions(other).register("mallory")
+    other_note, _ = new_note(other, "mallory's")
+    guesses = [own_url, f"/notes/{other_note}/attachments/{attachment_id}"]
+    missing = other.get(f"/notes/{other_note}/attachments/{attachment_id + 99}")
+    for guess in guesses:
+        response = other.get(guess)
+        assert response.status_code == 404 and main_of(response) == main_of(missing), guess
+    headers = api_headers(other, "eve")
+    api_missing = other.get(f"/api/notes/{note_id}/attachments/{attachment_id + 99}", headers=headers)
+    for url in (f"/api{own_url}", f"/api/notes/{note_id}/attachments"):
+        response = other.get(url, headers=headers)
+        assert response.status_code == 404 and response.json["detail"] in (
+            api_missing.json["detail"], "No such note."), url
+
+
+def test_deleting_a_note_deletes_its_files_through_the_form_and_the_api(app, client, logged_in):
+    note_id, token = new_note(client)
+    attach(client, note_id, PNG, "a.png", token)
+    attach(client, note_id, b"GIF89a;", "b.gif", token)
+    assert len(uploads_of(app)) == 2
+    client.post(f"/notes/{note_id}/delete", data={"csrf_token": token})
+    assert uploads_of(app) == [] and count_rows(app, "attachments") == 0
+    headers = api_headers(client, "bob")
+    note = client.post("/api/notes", json={"title": "api"}, headers=headers).json
+    client.post(f"/api/notes/{note['id']}/attachments", headers=headers,
+                data={"file": (io.BytesIO(PNG), "c.png")})
+    assert len(uploads_of(app)) == 1
+    assert client.delete(f"/api/notes/{note['id']}", headers=headers).status_code == 204
+    assert uploads_of(app) == [] and count_rows(app, "attachment_files_to_remove") == 0
+
+
+def test_a_file_whose_row_could_not_be_written_is_removed(app, client, logged_in, monkeypatch):
+    note_id, token = new_note(client)
+
+    def full_disk(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(tour.Attachment, "create", full_disk)
+    assert attach(client, note_id, PNG, "a.png", token).status_code == 503
+    assert uploads_of(app) == []
+
+
+def test_an_account_cannot_fill_the_disk(app, client, logged_in):
+    app.config["ATTACHMENT_BYTES_PER_USER"] = 2 * len(PNG)
+    note_id, token = new_note(client)
+    assert attach(client, note_id, PNG, "1.png", token).status_code == 302
+    assert attach(client, note_id, PNG, "2.png", token).status_code == 302
+    refused = attach(client, note_id, PNG, "3.png", token)
+    assert refused.status_code == 403 and "Delete some to make room" in refused.text
+    assert len(uploads_of(app)) == 2
+    link = re.search(r'action="(/notes/\d+/attachments/\d+/delete)"', client.get(
+        f"/notes/{note_id}/edit").text)[1]
+    client.post(link, data={"csrf_token": token})  # deleting one makes room again
+    assert len(uploads_of(app)) == 1
+    assert attach(client, note_id, PNG, "3.png", token).status_code == 302
+
+
+def test_the_text_size_cookie_is_set_with_its_flags_and_read_on_the_first_byte(app, client):
+    form = client.get("/preferences", headers={"Referer": "http://localhost/topics/19?x=1"}).text
+    assert 'name="next" value="/topics/19?x=1"' in form  # back to the page that linked here
+    elsewhere = client.get("/preferences", headers={"Referer": "https://evil.example/topics/19"})
+    assert 'name="next" value=""' in elsewhere.text  # another site's page: none
+    token = csrf_from(client.get("/preferences"))
+    response = client.post("/preferences", data={"large_text": "on", "next": "/topics/19",
+                                                 "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == "/topics/19"
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("large_text=on;") and "Max-Age=31536000" in cookie
+    assert "Path=/;" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" not in cookie and "Secure" not in cookie  # app.js sets it too; plain http
+    page = client.get("/topics/19")
+    assert page.text.split("<head>")[0].endswith('<html lang="en" class="large-text">\n')
+    assert "Cookie" in page.headers["Vary"]
+    for value, large in (("off", False), ("ON", False), ("on", True), ("<script>", False)):
+        client.set_cookie("large_text", value)
+        assert ('class="large-text"' in client.get("/").text.split("<head>")[0]) == large, value
+    app.config["SESSION_COOKIE_SECURE"] = True
+    elsewhere = client.post("/preferences", data={"large_text": "off", "csrf_token": token,
+                                                  "next": "//evil.example/"})
+    assert elsewhere.headers["Location"] == "/preferences"  # no open redirect
+    assert "; Secure" in elsewhere.headers["Set-Cookie"]
+    assert client.post("/preferences", data={"large_text": "on"}).status_code == 400  # no token
 
 
 # ---------------------------------------------------------------------------
@@ -5943,7 +6149,8 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               11: "@auth_bp.before_app_request", 12: "@hooks_bp.before_app_request",
               13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
               15: "create_app(testing_settings(",
-              16: '@blueprints_bp.cli.command("export")'}
+              16: '@blueprints_bp.cli.command("export")',
+              19: "request.files"}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -6093,7 +6300,7 @@ def test_large_text_fits_a_phone_and_shows_code_on_the_first_screen(app, tmp_pat
                 "document.querySelector('.lesson pre').getBoundingClientRect().top")
             assert lesson_top < 720 - 100, (number, lesson_top)
         browser.open(base + "/", 390)
-        browser.evaluate("localStorage.setItem('flask-tour:large-text', 'on')")  # as the toggle does
+        browser.evaluate("document.cookie = 'large_text=on; Path=/'")  # as the toggle does
         for number in [0, *TOPIC_NUMBERS]:
             url = base + (f"/topics/{number}" if number else "/")
             assert_fits(browser, url, 390)  # the API console's fieldsets included

@@ -1,19 +1,9 @@
 // Flask Tour: small progressive enhancements. Everything works without JavaScript.
-// Loaded from <head> without `defer`, so the saved text size applies before the first paint;
-// everything else waits for the document.
 "use strict";
 
-const LARGE_TEXT_KEY = "flask-tour:large-text";
-
-function readLargeText() {
-  try {
-    return localStorage.getItem(LARGE_TEXT_KEY) === "on";
-  } catch {
-    return false; // storage blocked (private mode, strict settings): default size
-  }
-}
-
-document.documentElement.classList.toggle("large-text", readLargeText());
+// The server draws <html class="large-text"> from this cookie (app.py, section 19); the
+// button sets the same cookie, so the next page is large from its first byte too.
+const LARGE_TEXT_COOKIE = "large_text";
 
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-needs-js]").forEach((element) => { element.hidden = false; });
@@ -32,15 +22,13 @@ function addTextSizeToggle(place) {
   const show = () => button.setAttribute("aria-pressed", String(root.classList.contains("large-text")));
   button.addEventListener("click", () => {
     const on = root.classList.toggle("large-text");
-    try {
-      localStorage.setItem(LARGE_TEXT_KEY, on ? "on" : "off");
-    } catch {
-      // storage blocked: the choice lasts for this page only
-    }
+    const secure = location.protocol === "https:" ? "; Secure" : "";
+    document.cookie = `${LARGE_TEXT_COOKIE}=${on ? "on" : "off"}; Path=${place.dataset.cookiePath || "/"}` +
+      `; Max-Age=31536000; SameSite=Lax${secure}`;
     show();
   });
   show();
-  place.append(button);
+  place.replaceChildren(button); // in place of the link to the no-JavaScript form
 }
 
 // ---- Copy buttons -------------------------------------------------------------------------

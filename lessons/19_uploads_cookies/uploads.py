@@ -1,0 +1,48 @@
+"""Lesson 19: file uploads. A form sends a file, the view checks it and saves it."""
+import os
+
+from flask import Flask, redirect, render_template, request, send_from_directory, url_for
+from werkzeug.utils import secure_filename
+
+app = Flask(__name__)
+app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # a bigger request is refused: 413
+app.config["UPLOAD_FOLDER"] = os.path.join(app.instance_path, "uploads")
+# The extensions we accept, and how a real file of each kind begins (its "magic bytes").
+ALLOWED = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".pdf": b"%PDF-"}
+
+
+@app.route("/", methods=["GET", "POST"])
+def index():
+    """Show the upload form and the files; save a posted file."""
+    error = None
+    if request.method == "POST":
+        error = save_upload(request.files.get("file"))  # needs enctype="multipart/form-data"
+        if error is None:
+            return redirect(url_for("index"))  # after a POST, redirect: a reload will not resend it
+    folder = app.config["UPLOAD_FOLDER"]
+    files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return render_template("uploads.html", files=files, error=error)
+
+
+def save_upload(file):
+    """Save the file if its name and its content are allowed; else say why not."""
+    if file is None or file.filename == "":
+        return "Choose a file first."
+    # secure_filename keeps letters, digits, "_", "-" and ".": "../../app.py" becomes "app.py".
+    name = secure_filename(file.filename)
+    extension = os.path.splitext(name)[1].lower()
+    if extension not in ALLOWED:
+        return "Only .png, .jpg and .pdf files are allowed."
+    # A name can lie (a web page renamed page.png): look at the file's first bytes too.
+    if not file.stream.read(16).startswith(ALLOWED[extension]):
+        return f"That file is not really a {extension} file."
+    file.stream.seek(0)  # back to the start, so that save() writes the whole file
+    os.makedirs(app.config["UPLOAD_FOLDER"], exist_ok=True)
+    file.save(os.path.join(app.config["UPLOAD_FOLDER"], name))
+    return None
+
+
+@app.route("/files/<name>")
+def download(name):
+    """Send one uploaded file back; a name that leads out of the folder is a 404."""
+    return send_from_directory(app.config["UPLOAD_FOLDER"], name, as_attachment=True)
