@@ -1512,12 +1512,16 @@ def demo_of_topic(number, app, module):
         return client.get("/errors/404").text
     if number == 14:
         return client.get("/healthz").json["status"]
+    if number == 18:
+        module.add_migration(app, 1, "a first migration", "CREATE TABLE copied (id INTEGER)")
+        return client.get("/migrations").text
 
 
 COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada",
                      4: "Ada", 5: "/notes", 6: "Hello, World", 7: "DevOps Engineer",
                      8: "SECRET_KEY", 9: "Initialized the database", 10: "copied", 11: "alice",
-                     12: "copied-12", 13: "404 · Not Found", 14: "ok"}
+                     12: "copied-12", 13: "404 · Not Found", 14: "ok",
+                     18: "version <strong>1</strong>"}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
@@ -5546,12 +5550,13 @@ def settings_for(path):
 
 
 def schema_shape(path):
-    """Each table's and index's columns: what a migrated database must share with a new one."""
+    """Each index's columns and each table's (in any order: ALTER TABLE adds at the end)."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         names = [row[0] for row in db.execute(
             "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
         return {name: [row[2] for row in db.execute(f'PRAGMA index_xinfo("{name}")')]
-                or [row[1] for row in db.execute(f'PRAGMA table_info("{name}")')] for name in names}
+                or sorted(row[1] for row in db.execute(f'PRAGMA table_info("{name}")'))
+                for name in names}
 
 
 @pytest.mark.parametrize("schema", [SCHEMA_OF_MAIN_BEFORE_MIGRATIONS, SCHEMA_BEFORE_SESSION_IDS],
@@ -5575,7 +5580,7 @@ def test_an_old_database_upgrades_with_every_login_and_note_still_working(tmp_pa
     create_app(settings_for(fresh), instance_path=str(tmp_path / "j")).test_client().get("/healthz")
     assert schema_shape(path) == schema_shape(fresh)  # today's tables, columns and indexes
     with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(app.extensions["migrations"])
         session_ids = [row[0] for row in db.execute("SELECT session_id FROM users")]
     assert len(set(session_ids)) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", s) for s in session_ids)
 
@@ -5730,7 +5735,8 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               5: 'methods=["GET", "POST"]', 6: "class HelloAPI(MethodView)", 7: "return jsonify(",
               8: 'from_envvar("APP_SETTINGS")', 9: "def get_db(", 10: "class User:",
               11: "@auth_bp.before_app_request", 12: "@hooks_bp.before_app_request",
-              13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")'}
+              13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
+              18: "def add_migration("}
 
 
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
