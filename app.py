@@ -762,7 +762,8 @@ NOTES_SQL = "SELECT * FROM notes WHERE user_id = ? ORDER BY id DESC LIMIT 10"
 # Uses `get_db`, `connect` and the `DATABASE` setting (section 9); its page extends
 # base.html (section 4).
 
-migrations_bp = Blueprint("migrations", __name__, cli_group=None)  # `flask db-upgrade`, not `flask migrations …`
+# cli_group=None: its commands are `flask db-upgrade`, not `flask migrations db-upgrade`.
+migrations_bp = Blueprint("migrations", __name__, cli_group=None)
 
 
 def add_migration(app, number, name, change):
@@ -854,10 +855,6 @@ class Migration:
         return self.change if isinstance(self.change, str) else inspect.getsource(self.change)
 
 
-class DatabaseTooNew(sqlite3.OperationalError):
-    """The database was migrated by newer code: older code must not write to it."""
-
-
 def run(db, migration):
     """Run one migration's SQL, statement by statement, or call its function."""
     if callable(migration.change):
@@ -898,10 +895,13 @@ def write_transaction(db):
 
 
 def checked_version(db, migrations):
-    """The database's version; DatabaseTooNew when it is past the code's last migration."""
+    """The database's version; an error that says what to do when it is past the code's last."""
     version = stored_version(db)
-    if version > len(migrations):  # silently using it would downgrade it, losing what's newer
-        raise DatabaseTooNew(too_new(current_app.config.get("DATABASE"), version, len(migrations)))
+    # Older code writing to it would break what the newer migrations made. An
+    # OperationalError, as for a missing file: a page says 503 (section 13), not 500.
+    if version > len(migrations):
+        raise sqlite3.OperationalError(too_new(current_app.config.get("DATABASE"), version,
+                                               len(migrations)))
     return version
 
 

@@ -3,13 +3,12 @@ from flask_migrate import Migrate
 
 migrate = Migrate(app, db)  # adds the `flask db` command group
 
-# In a shell:
-#   flask db init                          once: creates migrations/, kept in git
-#   flask db migrate -m "session ids"      compares the models with the database, writes a script
-#   flask db upgrade                       applies the scripts the database has not had
-#   flask db current                       the database's revision (Alembic keeps it in a table)
+# In a shell, once: `flask db init` (it makes migrations/, kept in git). For each change:
+# `flask db migrate -m "session ids"` writes a script from what changed in the models,
+# `flask db upgrade` applies the scripts the database has not had, and
+# `flask db current` shows the revision it is at (Alembic keeps it in a table).
 
-# migrations/versions/3f2a9c1d7e4b_session_ids.py, written by `flask db migrate`: read it!
+# The script `flask db migrate` wrote in migrations/versions/: read it before committing.
 from alembic import op
 import sqlalchemy as sa
 
