@@ -35,7 +35,7 @@ def upgrade(db):
 
 def connect():
     """A new connection to the database, brought up to date first."""
-    os.makedirs(app.instance_path, exist_ok=True)
+    os.makedirs(os.path.dirname(app.config["DATABASE"]), exist_ok=True)
     db = sqlite3.connect(app.config["DATABASE"])
     upgrade(db)
     return db

@@ -11,7 +11,12 @@ import click
 
 from migrations import MIGRATIONS, app, upgrade, version
 
-os.makedirs(app.instance_path, exist_ok=True)  # where the database file goes
+
+def open_db():
+    """A connection to the database that upgrades nothing by itself, closed after `with`."""
+    os.makedirs(os.path.dirname(app.config["DATABASE"]), exist_ok=True)
+    return closing(sqlite3.connect(app.config["DATABASE"]))
+
 
 def refuse_a_newer(db):
     """Stop if newer code has migrated this database: this code must not use it."""
@@ -23,7 +28,7 @@ def refuse_a_newer(db):
 @app.cli.command("db-status")
 def db_status():
     """Show the database's version and the migrations it has not had yet."""
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db:  # only looks: no upgrade
+    with open_db() as db:
         current = version(db)
         click.echo(f"Current version: {current}, latest: {len(MIGRATIONS)}")
         refuse_a_newer(db)
@@ -34,7 +39,7 @@ def db_status():
 @app.cli.command("db-upgrade")
 def db_upgrade():
     """Run the migrations the database has not had yet."""
-    with closing(sqlite3.connect(app.config["DATABASE"])) as db:
+    with open_db() as db:
         refuse_a_newer(db)
         before = version(db)
         upgrade(db)  # one transaction each: if one fails, the ones before it stay done
