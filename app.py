@@ -27,6 +27,7 @@ import contextvars
 import functools
 import hashlib
 import hmac
+import inspect
 import io
 import json
 import keyword
@@ -90,7 +91,8 @@ from werkzeug.utils import secure_filename
 # (section 12), `tour_bp` (section 2), `database_bp` (section 9), `params_bp` (section 3),
 # `templates_bp` (section 4), `forms_bp` (section 5), `api_bp` (section 6), `json_bp`
 # (section 7), `config_bp` (section 8), `errors_bp` (section 13), `deployment_bp`
-# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16), `uploads_bp` (section 19).
+# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16), `migrations_bp` (section 18),
+# `uploads_bp` (section 19).
 
 
 def create_app(config=None, *, instance_path=None):
@@ -104,6 +106,7 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(auth_bp)  # then g.user, so that even a refused form shows who you are
     app.register_blueprint(tour_bp)
     app.register_blueprint(database_bp)
+    app.register_blueprint(migrations_bp)
     app.register_blueprint(params_bp)
     app.register_blueprint(templates_bp)
     app.register_blueprint(forms_bp)
@@ -531,8 +534,9 @@ def key_bytes(key):
 # it on `g`; `close_db()` closes it at teardown. Every section that has tables hands its
 # `CREATE TABLE IF NOT EXISTS` script to `add_schema`; the app's first connection creates
 # them all, and `flask init-db` drops and recreates them. A section that changes a table
-# it already had hands `add_upgrade` the SQL that brings an older database up to date: the
-# first connection runs each statement once, counted in SQLite's `PRAGMA user_version`.
+# it already had adds a numbered migration (section 18), which sets two things here: the
+# `migrate` function the first connection runs before creating tables, and the
+# `schema_version` that `flask init-db` writes into SQLite's `PRAGMA user_version`.
 # The app creates the database file only where none was ever made: not when a record of
 # it (`.NAME.created`, written beside it), or its -wal or -shm, is there, nor in a process
 # that has opened it already. A lost database is a 503 that says so, never an empty one.
@@ -550,7 +554,7 @@ def get_db():
             if os.path.dirname(path) == current_app.instance_path:  # the default place
                 os.makedirs(current_app.instance_path, exist_ok=True)
             create_schema(path, current_app.extensions["schemas"],
-                          current_app.extensions["upgrades"])
+                          current_app.extensions.get("migrate"))
             current_app.extensions["database_ready"] = True
         g.db = connect(path)
     return g.db
@@ -666,13 +670,14 @@ def record_creation(path):
     return True
 
 
-def create_schema(path, schemas, upgrades=()):
+def create_schema(path, schemas, migrate=None):
     """Open the database (create it only where none was ever made); add every section's tables."""
     create = not os.path.exists(path) and not traces_of_a_database(path)  # never made here
     db = connect(path, create=create)
     try:
         use_wal(db)  # readers never block the writer (kept in the file)
-        upgrade_schema(db, upgrades)
+        if migrate:  # first: a table made by an older version gets its new columns
+            migrate(db)
         db.executescript("".join(schemas))
     finally:
         db.close()
@@ -695,28 +700,8 @@ def use_wal(db):
             time.sleep(0.01)
 
 
-def upgrade_schema(db, upgrades):
-    """Run the upgrade statements this database has not had yet, each once."""
-    db.isolation_level = None  # no implicit transaction: the one below is explicit
-    # Workers starting together queue here, so only the first one upgrades.
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        done = db.execute("PRAGMA user_version").fetchone()[0]  # upgrades already run
-        # A new, empty file has nothing to upgrade: it gets today's tables.
-        if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            for statement in upgrades[done:]:
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {max(done, len(upgrades))}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")  # all or nothing: the next start tries again
-        raise
-    finally:
-        db.isolation_level = ""
-
-
-def init_db(path, schemas, upgrades=()):
-    """Drop every table and create the schema afresh."""
+def init_db(path, schemas, version=0):
+    """Drop every table and create the schema afresh, marked as `version` (nothing to migrate)."""
     db = connect(path, create=True)
     try:
         tables = [row[0] for row in db.execute(
@@ -724,7 +709,7 @@ def init_db(path, schemas, upgrades=()):
         drops = "".join(f'DROP TABLE IF EXISTS "{name}";' for name in tables)
         # Foreign keys off while dropping, and one transaction: no request sees half the tables.
         db.executescript(f"PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {drops} "
-                         f"{''.join(schemas)} PRAGMA user_version = {len(upgrades)}; COMMIT;")
+                         f"{''.join(schemas)} PRAGMA user_version = {int(version)}; COMMIT;")
     finally:
         db.close()
     record_creation(path)  # the one deliberate way to a new, empty database
@@ -735,7 +720,7 @@ def init_db(path, schemas, upgrades=()):
 def init_db_command():
     """Delete all data and recreate the tables."""
     init_db(current_app.config["DATABASE"], current_app.extensions["schemas"],
-            current_app.extensions["upgrades"])
+            current_app.extensions.get("schema_version", 0))
     click.echo(f"Initialized the database at {current_app.config['DATABASE']}.")
 
 
@@ -747,7 +732,7 @@ def init_database(app):
                            "Create the folder, or unset DATABASE to use the instance folder.")
     if not configured:
         app.config["DATABASE"] = os.path.join(app.instance_path, "flask_tour.sqlite")
-    app.extensions["schemas"], app.extensions["upgrades"] = [], []
+    app.extensions["schemas"] = []
     app.teardown_appcontext(close_db)
     app.cli.add_command(init_db_command)
 
@@ -755,11 +740,6 @@ def init_database(app):
 def add_schema(app, schema):
     """Have the app create `schema`'s tables along with everyone else's."""
     app.extensions["schemas"].append(schema)
-
-
-def add_upgrade(app, *statements):
-    """Have the app run these SQL statements once on a database made before them."""
-    app.extensions["upgrades"].extend(statements)  # only ever append: their count is the version
 
 
 database_bp = Blueprint("database", __name__, template_folder="templates")
@@ -781,13 +761,186 @@ NOTES_SQL = "SELECT * FROM notes WHERE user_id = ? ORDER BY id DESC LIMIT 10"
 
 
 # ---------------------------------------------------------------------------
+# 18. Schema migrations
+# ---------------------------------------------------------------------------
+# `CREATE TABLE IF NOT EXISTS` makes a table once and never changes it again: a database
+# made by an older version keeps its old columns. A migration is the change that brings it
+# up to date: a number, a name, and its SQL (or a function given the connection). Sections
+# call `add_migration` in order; SQLite's `PRAGMA user_version` keeps, in the file, the
+# number of the last one applied. The app's first connection applies the pending ones, each
+# in one transaction together with its new number: all of it or none of it. A new database
+# gets today's tables from `add_schema` and is marked as migrated. `flask db-status` shows
+# the versions and what is pending, `flask db-upgrade` applies it; `/migrations` lists them.
+# Uses `get_db`, `connect` and the `DATABASE` setting (section 9); its page extends
+# base.html (section 4).
+
+# cli_group=None: its commands are `flask db-upgrade`, not `flask migrations db-upgrade`.
+migrations_bp = Blueprint("migrations", __name__, template_folder="templates", cli_group=None)
+
+
+def add_migration(app, number, name, change):
+    """Have the app apply `change` (SQL text, or a function given the connection) once."""
+    migrations = app.extensions.setdefault("migrations", [])
+    # Numbers are 1, 2, 3 … in order: two branches that both took the next one fail here, at
+    # startup, not halfway through someone's database.
+    if number != len(migrations) + 1:
+        raise ValueError(f"migration {number} ({name}) is out of order: "
+                         f"the next number is {len(migrations) + 1}")
+    migrations.append(Migration(number, name, change))
+    app.extensions["migrate"] = apply_pending  # section 9's first connection calls it
+    app.extensions["schema_version"] = number  # what `flask init-db` marks its new tables as
+
+
+def apply_pending(db):
+    """Apply the app's pending migrations to `db`, each in one transaction; return them."""
+    migrations = current_app.extensions.get("migrations", [])
+    applied = []
+    while True:
+        with write_transaction(db):
+            version = checked_version(db, migrations)
+            if version == len(migrations):
+                return applied
+            if not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                set_version(db, len(migrations))  # a new, empty file: it gets today's tables
+                return applied
+            migration = migrations[version]
+            run(db, migration)
+            set_version(db, migration.number)
+        current_app.logger.warning("Applied migration %d (%s) to %s", migration.number,
+                                   migration.name, current_app.config.get("DATABASE"))
+        applied.append(migration)
+
+
+@migrations_bp.cli.command("db-upgrade")
+def db_upgrade_command():
+    """Apply the pending migrations, each in one transaction."""
+    path = current_app.config["DATABASE"]
+    try:
+        with contextlib.closing(connect(path)) as db:
+            applied = apply_pending(db)
+        get_db()  # and the tables added since, as the app's first connection would
+    except sqlite3.Error as error:  # a database newer than the code, a failing migration …
+        raise click.ClickException(str(error)) from error
+    for migration in applied:
+        click.echo(f"Applied {migration.number}: {migration.name}")
+    click.echo(f"The database {path} is at version {len(current_app.extensions.get('migrations', []))}"
+               f", the latest{'' if applied else '; nothing to do'}.")
+
+
+@migrations_bp.cli.command("db-status")
+def db_status_command():
+    """Show the database's version, the code's latest, and the pending migrations."""
+    path = current_app.config["DATABASE"]
+    migrations = current_app.extensions.get("migrations", [])
+    try:
+        with contextlib.closing(connect(path)) as db:
+            version = stored_version(db)
+    except sqlite3.Error as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"Database: {path}\nCurrent version: {version}\nLatest version: {len(migrations)}")
+    if version > len(migrations):
+        raise click.ClickException(too_new(path, version, len(migrations)))
+    for migration in migrations[version:]:
+        click.echo(f"Pending {migration.number}: {migration.name}")
+
+
+@migrations_bp.route("/migrations")
+def show_migrations():
+    """Topic 18's demo: the database's version and every migration, applied or pending."""
+    version = stored_version(get_db())  # get_db has applied the pending ones at the first connection
+    migrations = current_app.extensions.get("migrations", [])
+    # Not the file's path: like /config, the page keeps where the data lives to itself.
+    return render_template("migrations.html", version=version, migrations=migrations)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One change to the schema: applied once, in order, in one transaction."""
+
+    number: int
+    name: str
+    change: object  # SQL text (one statement or several), or a function given the connection
+
+    @property
+    def code(self):
+        """What the migration runs, to show: its SQL, or its function's source."""
+        return self.change if isinstance(self.change, str) else inspect.getsource(self.change)
+
+
+def run(db, migration):
+    """Run one migration's SQL, statement by statement, or call its function."""
+    if callable(migration.change):
+        migration.change(db)  # it must not commit: the caller's transaction holds it
+        return
+    # executescript would COMMIT first and run the rest outside the transaction.
+    for statement in split_statements(migration.change):
+        db.execute(statement)
+
+
+def split_statements(sql):
+    """SQL text as its statements (a `;` inside quotes or a trigger body does not end one)."""
+    statements, current = [], ""
+    for piece in sql.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \t\r\n;"):
+                statements.append(current)
+            current = ""
+    return statements
+
+
+@contextlib.contextmanager
+def write_transaction(db):
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error, in autocommit mode meanwhile."""
+    db.isolation_level = None  # no implicit transaction: this one is explicit
+    # IMMEDIATE takes the write lock at once: workers starting together queue here, and the
+    # next one in sees the number the first one wrote.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")  # the version number with the rest: the next start tries again
+        raise
+    finally:
+        db.isolation_level = ""
+
+
+def checked_version(db, migrations):
+    """The database's version; an error that says what to do when it is past the code's last."""
+    version = stored_version(db)
+    # Older code writing to it would break what the newer migrations made. An
+    # OperationalError, as for a missing file: a page says 503 (section 13), not 500.
+    if version > len(migrations):
+        raise sqlite3.OperationalError(too_new(current_app.config.get("DATABASE"), version,
+                                               len(migrations)))
+    return version
+
+
+def too_new(path, version, latest):
+    """Why the app refuses a database newer than its code, and what to do."""
+    return (f"the database {path} is at migration {version}, newer than this code's last "
+            f"({latest}): run the newer code, or restore a backup made by this version")
+
+
+def stored_version(db):
+    """The number of the last migration applied to this database."""
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def set_version(db, number):
+    """Record in the file that migrations up to `number` are applied."""
+    db.execute(f"PRAGMA user_version = {int(number)}")  # a PRAGMA takes no `?` parameter
+
+
+# ---------------------------------------------------------------------------
 # 10. Models (an ORM-style layer over sqlite3)
 # ---------------------------------------------------------------------------
 # Instead of SQLAlchemy, small dataclasses with class methods: `User.create(...)`,
 # `Note.get_for_user(...)`. This layer is the only code that writes SQL for users and
 # notes, and it always passes values as `?` parameters, so input such as `' OR 1=1 --`
 # is stored as text, never run. `init_models` hands the two tables to the database.
-# Uses `get_db`, `add_schema` and `add_upgrade` (section 9).
+# Uses `get_db` and `add_schema` (section 9), `add_migration` (section 18).
 
 
 @dataclass
@@ -1002,17 +1155,22 @@ CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
 """
 
 
-# A database made before users had a session id gets one, random, for every user.
-SESSION_ID_UPGRADE = (
-    "ALTER TABLE users ADD COLUMN session_id TEXT NOT NULL DEFAULT ''",
-    "UPDATE users SET session_id = lower(hex(randomblob(16)))",
-)
+def give_every_user_a_session_id(db):
+    """Migration 2: a random session id for each user of a database made before them."""
+    for (user_id,) in db.execute("SELECT id FROM users WHERE session_id = ''").fetchall():
+        db.execute("UPDATE users SET session_id = ? WHERE id = ?", (new_session_id(), user_id))
 
 
 def init_models(app):
-    """Have the database create the users and notes tables, and upgrade older ones."""
+    """Have the database create the users and notes tables, and migrate older ones."""
     add_schema(app, MODELS_SCHEMA)
-    add_upgrade(app, *SESSION_ID_UPGRADE)
+    # Before issue 19, `user_version` counted the upgrade statements run, and there were two:
+    # adding session_id, then filling it. They are migrations 1 and 2, so a database at 2 (made
+    # by main before issue 19) has both, and one at 0 that has tables (made before session
+    # ids) gets both; 1 alone never existed, as the two statements ran in one transaction.
+    add_migration(app, 1, "users get a session_id column",
+                  "ALTER TABLE users ADD COLUMN session_id TEXT NOT NULL DEFAULT ''")
+    add_migration(app, 2, "every user gets a random session id", give_every_user_a_session_id)
 
 
 # ---------------------------------------------------------------------------
@@ -2482,7 +2640,7 @@ def refuse_gunicorn_script_name():
 # with its response, then the app's folder deleted.
 # Uses `create_app` (section 1); its page extends base.html (section 4).
 
-testing_bp = Blueprint("testing", __name__)
+testing_bp = Blueprint("testing", __name__, template_folder="templates")
 
 
 @testing_bp.route("/testing")
@@ -2612,7 +2770,7 @@ def csrf_token_in(response):
 # `operation` (section 6), the edit page `forms.edit_note` (section 5), whose
 # template includes ours; its pages extend base.html (section 4).
 
-uploads_bp = Blueprint("uploads", __name__)
+uploads_bp = Blueprint("uploads", __name__, template_folder="templates")
 
 
 @uploads_bp.post("/notes/<int:note_id>/attachments")
@@ -3426,7 +3584,7 @@ def inline_code(text):
 # Uses `read_text`, `once_per_app`, `import_lines` and `BANNER_RULE` (appendix); its page
 # extends base.html (section 4).
 
-blueprints_bp = Blueprint("blueprints", __name__, cli_group="tour")
+blueprints_bp = Blueprint("blueprints", __name__, template_folder="templates", cli_group="tour")
 
 
 @blueprints_bp.cli.command("export")

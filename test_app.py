@@ -1520,6 +1520,9 @@ def demo_of_topic(number, app, module):
         return client.get("/testing").text
     if number == 16:
         return client.get("/blueprints").text
+    if number == 18:
+        module.add_migration(app, 1, "a first migration", "CREATE TABLE copied (id INTEGER)")
+        return client.get("/migrations").text
     if number == 19:
         AuthActions(client).register()
         note_id, token = new_note(client)
@@ -1533,6 +1536,7 @@ COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada
                      12: "copied-12", 13: "404 · Not Found", 14: "ok",
                      15: "302 FOUND",
                      16: "<code>flask tour export</code>",
+                     18: "version <strong>1</strong>",
                      19: ">copied.png</a>"}
 
 
@@ -2693,66 +2697,6 @@ def test_a_database_in_a_missing_folder_stops_start_up_naming_it(tmp_path):
                              capture_output=True, text=True, timeout=30)
     assert started.returncode != 0 and database in started.stderr
     assert "its folder does not exist" in started.stderr
-
-
-# The users and notes tables as main made them before issue 12 (no session_id).
-SCHEMA_BEFORE_SESSION_IDS = """
-CREATE TABLE users (
-    id INTEGER PRIMARY KEY,
-    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    password_hash TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
-);
-CREATE TABLE notes (
-    id INTEGER PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
-    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
-);
-"""
-
-
-def test_an_older_database_is_upgraded_once_by_workers_starting_together(tmp_path):
-    path = tmp_path / "old.sqlite"
-    with contextlib.closing(sqlite3.connect(path)) as old:
-        old.executescript(SCHEMA_BEFORE_SESSION_IDS)
-        old.execute("INSERT INTO users (username, password_hash) VALUES ('alice', ?)",
-                    (werkzeug.security.generate_password_hash(PASSWORD),))
-        old.execute("INSERT INTO notes (user_id, title) VALUES (1, 'still mine')")
-        old.commit()
-    settings = {"TESTING": True, "SECRET_KEY": TEST_SECRET, "JWT_SECRET_KEY": JWT_TEST_KEY,
-                "DATABASE": str(path)}
-    workers = [create_app(settings, instance_path=str(tmp_path / "i")) for _ in range(4)]
-    start = threading.Barrier(len(workers))
-
-    def first_request(worker):  # each upgrades, or finds it done; a second ALTER would fail
-        start.wait(timeout=10)
-        return worker.test_client().get("/healthz").status_code
-    with ThreadPoolExecutor(len(workers)) as pool:
-        assert list(pool.map(first_request, workers)) == [200] * len(workers)
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == len(tour.SESSION_ID_UPGRADE)
-        session_id, = db.execute("SELECT session_id FROM users").fetchone()
-    assert re.fullmatch(r"[0-9a-f]{32}", session_id)
-    auth = AuthActions(workers[0].test_client())
-    assert auth.login().status_code == 302
-    assert "still mine" in auth.client.get("/notes").get_data(as_text=True)
-    notes = auth.client.get("/api/notes", headers=api_headers(auth.client)).json["items"]
-    assert [note["title"] for note in notes] == ["still mine"]
-    new_app = create_app(settings, instance_path=str(tmp_path / "i"))  # a restart: nothing to do
-    assert new_app.test_client().get("/healthz").status_code == 200
-    assert AuthActions(new_app.test_client()).login().status_code == 302
-
-
-def test_a_new_database_and_init_db_need_no_upgrade(app, runner):
-    upgrades = len(tour.SESSION_ID_UPGRADE)  # a new file is made with today's tables
-    with app.app_context():
-        assert tour.get_db().execute("PRAGMA user_version").fetchone()[0] == upgrades
-    runner.invoke(args=["init-db"])
-    with app.app_context():
-        assert tour.get_db().execute("PRAGMA user_version").fetchone()[0] == upgrades
 
 
 # ---------------------------------------------------------------------------
@@ -5919,6 +5863,261 @@ def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
     named, _, within = paragraph.partition("the rest")
     assert set(re.findall(r"`(\w+_bp)`", named)) == app_wide
     assert set(re.findall(r"`(\w+_bp)`", within)) == set(blueprints) - app_wide
+# 18. Schema migrations
+# ---------------------------------------------------------------------------
+
+# The tables exactly as main made them at 26a98d2, before issue 19 (its MODELS_SCHEMA,
+# LOGIN_SCHEMA, JWT_SCHEMA and HEALTH_SCHEMA), at user_version 2: the session id's two upgrades.
+SCHEMA_OF_MAIN_BEFORE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    session_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS notes_by_user ON notes (user_id, id);
+
+CREATE TABLE IF NOT EXISTS login_failures (
+    username TEXT NOT NULL COLLATE NOCASE,
+    address TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_username ON login_failures (username, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures (address, failed_at);
+CREATE TABLE IF NOT EXISTS rate_limited (
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_limited_by_key ON rate_limited (key, at);
+CREATE INDEX IF NOT EXISTS rate_limited_by_expiry ON rate_limited (expires_at);
+
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health_checks (checked_at REAL NOT NULL);
+PRAGMA journal_mode = WAL;
+PRAGMA user_version = 2;
+"""
+
+# The users and notes tables as main made them before issue 12 (no session_id), at version 0.
+SCHEMA_BEFORE_SESSION_IDS = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE TABLE notes (
+    id INTEGER PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+"""
+
+OLD_ACCOUNTS = {"alice": ("correct horse battery", ["alice's first", "alice's second"]),
+                "Bob": ("another good passphrase", ["bob's only note"])}
+
+
+def old_database(path, schema):
+    """A database file as an older main left it: its schema, two users with hashes, their notes."""
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.executescript(schema)
+        has_session_ids = "session_id" in [row[1] for row in old.execute("PRAGMA table_info(users)")]
+        for username, (password, titles) in OLD_ACCOUNTS.items():
+            values = {"username": username, "password_hash": werkzeug.security.generate_password_hash(
+                password, method="pbkdf2:sha256:1000")}
+            if has_session_ids:
+                values["session_id"] = secrets_hex()
+            user_id = old.execute(f"INSERT INTO users ({', '.join(values)}) VALUES "
+                                  f"({', '.join('?' * len(values))})", tuple(values.values())).lastrowid
+            for title in titles:
+                old.execute("INSERT INTO notes (user_id, title, body) VALUES (?, ?, ?)",
+                            (user_id, title, f"body of {title}"))
+        old.commit()
+
+
+def secrets_hex():
+    return os.urandom(16).hex()
+
+
+def settings_for(path):
+    return {"TESTING": True, "SECRET_KEY": TEST_SECRET, "JWT_SECRET_KEY": JWT_TEST_KEY,
+            "DATABASE": str(path)}
+
+
+def schema_shape(path):
+    """Each index's columns and each table's (in any order: ALTER TABLE adds at the end)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        names = [row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {name: [row[2] for row in db.execute(f'PRAGMA index_xinfo("{name}")')]
+                or sorted(row[1] for row in db.execute(f'PRAGMA table_info("{name}")'))
+                for name in names}
+
+
+@pytest.mark.parametrize("schema", [SCHEMA_OF_MAIN_BEFORE_MIGRATIONS, SCHEMA_BEFORE_SESSION_IDS],
+                         ids=["main-before-issue-19", "before-session-ids"])
+def test_an_old_database_upgrades_with_every_login_and_note_still_working(tmp_path, schema):
+    path = tmp_path / "old.sqlite"
+    old_database(path, schema)
+    app = create_app(settings_for(path), instance_path=str(tmp_path / "i"))
+    for username, (password, titles) in OLD_ACCOUNTS.items():
+        client = app.test_client()
+        assert AuthActions(client).login(username, password).status_code == 302
+        page = client.get("/notes").get_data(as_text=True)
+        assert all(escape(title) in page for title in titles)
+        token = client.post("/api/token", json={"username": username, "password": password})
+        headers = {"Authorization": "Bearer " + token.json["access_token"]}
+        notes = client.get("/api/notes", headers=headers).json["items"]
+        assert sorted(note["title"] for note in notes) == sorted(titles)
+        assert all(client.get(f"/api/notes/{note['id']}", headers=headers).json["body"]
+                   == f"body of {note['title']}" for note in notes)
+    fresh = tmp_path / "new.sqlite"
+    create_app(settings_for(fresh), instance_path=str(tmp_path / "j")).test_client().get("/healthz")
+    assert schema_shape(path) == schema_shape(fresh)  # today's tables, columns and indexes
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(app.extensions["migrations"])
+        session_ids = [row[0] for row in db.execute("SELECT session_id FROM users")]
+    assert len(set(session_ids)) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", s) for s in session_ids)
+
+
+def test_workers_starting_together_on_an_old_database_upgrade_it_once(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_database(path, SCHEMA_BEFORE_SESSION_IDS)
+    workers = [create_app(settings_for(path), instance_path=str(tmp_path / "i")) for _ in range(4)]
+    start = threading.Barrier(len(workers))
+
+    def first_request(worker):  # each upgrades, or finds it done; a second ALTER would fail
+        start.wait(timeout=10)
+        return worker.test_client().get("/healthz").status_code
+    with ThreadPoolExecutor(len(workers)) as pool:
+        assert list(pool.map(first_request, workers)) == [200] * len(workers)
+    assert AuthActions(workers[0].test_client()).login("alice", OLD_ACCOUNTS["alice"][0]).status_code == 302
+
+
+def count_this_run(db):
+    """A migration that leaves a row for each time it runs."""
+    db.execute("INSERT INTO migration_runs VALUES (3, ?)", (os.getpid(),))
+
+
+def migrate_in_a_process(path, instance, start, results):
+    """A forked process that builds the app, waits for the others, then migrates: its numbers."""
+    app = create_app(settings_for(path), instance_path=instance)
+    tour.add_migration(app, 3, "count the runs", count_this_run)
+    start.wait(timeout=30)
+    with app.app_context(), contextlib.closing(tour.connect(str(path))) as db:
+        results.put([migration.number for migration in tour.apply_pending(db)])
+
+
+def test_two_processes_migrating_one_file_at_once_both_succeed_and_each_migration_runs_once(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_database(path, SCHEMA_BEFORE_SESSION_IDS + "CREATE TABLE migration_runs (number, pid);")
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(2), context.Queue()
+    processes = [context.Process(target=migrate_in_a_process,
+                                 args=(path, str(tmp_path / "i"), start, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    applied = [results.get(timeout=30) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert [process.exitcode for process in processes] == [0, 0]
+    assert sorted(number for numbers in applied for number in numbers) == [1, 2, 3]  # once each
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT count(*) FROM migration_runs").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_failing_migration_rolls_back_entirely(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_database(path, SCHEMA_OF_MAIN_BEFORE_MIGRATIONS)
+    app = create_app(settings_for(path), instance_path=str(tmp_path / "i"))
+    tour.add_migration(app, 3, "a column, then a mistake",
+                       "ALTER TABLE notes ADD COLUMN pinned INTEGER; UPDATE no_such_table SET x = 1")
+    result = app.test_cli_runner().invoke(args=["db-upgrade"])
+    assert result.exit_code == 1 and "no such table: no_such_table" in result.output
+    assert "Traceback" not in result.output
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2  # unchanged
+        assert "pinned" not in [row[1] for row in db.execute("PRAGMA table_info(notes)")]
+    assert app.test_client().get("/migrations").status_code == 503  # a page says so, no 500
+    with contextlib.closing(sqlite3.connect(path)) as db:  # and the next start tries again
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_a_database_newer_than_the_code_is_refused_with_a_clear_message(tmp_path, caplog):
+    path = tmp_path / "new.sqlite"
+    app = create_app(settings_for(path), instance_path=str(tmp_path / "i"))
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 7")  # as newer code would leave it
+    restarted = create_app(settings_for(path), instance_path=str(tmp_path / "i"))
+    client = restarted.test_client()
+    page = client.get("/migrations")
+    assert page.status_code == 503 and "Traceback" not in page.get_data(as_text=True)
+    api = client.post("/api/token", json={"username": "alice", "password": PASSWORD})
+    assert api.status_code == 503 and api.mimetype == "application/problem+json"
+    assert "is at migration 7, newer than this code's last (2)" in caplog.text
+    runner = restarted.test_cli_runner()
+    for command in ("db-upgrade", "db-status"):
+        result = runner.invoke(args=[command])
+        assert result.exit_code == 1 and "newer than this code's last (2)" in result.output
+        assert "restore a backup" in result.output and "Traceback" not in result.output
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 7  # not downgraded
+
+
+def test_db_status_and_db_upgrade_say_what_is_pending_then_apply_it(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old_database(path, SCHEMA_BEFORE_SESSION_IDS)
+    runner = create_app(settings_for(path), instance_path=str(tmp_path / "i")).test_cli_runner()
+    status = runner.invoke(args=["db-status"]).output
+    assert "Current version: 0\nLatest version: 2\n" in status
+    assert "Pending 1: users get a session_id column\nPending 2: every user gets" in status
+    upgrade = runner.invoke(args=["db-upgrade"]).output
+    assert upgrade.startswith("Applied 1: users get a session_id column\nApplied 2: ")
+    assert "is at version 2, the latest." in upgrade
+    assert "nothing to do" in runner.invoke(args=["db-upgrade"]).output
+    assert "Pending" not in runner.invoke(args=["db-status"]).output
+
+
+def test_a_new_database_and_init_db_are_at_the_latest_version(app, runner, client):
+    assert client.get("/migrations").status_code == 200
+    with app.app_context():
+        assert tour.stored_version(tour.get_db()) == 2
+    runner.invoke(args=["init-db"])
+    with app.app_context():
+        assert tour.stored_version(tour.get_db()) == 2
+
+
+def test_the_migrations_page_shows_each_ones_state_and_code(app, client):
+    html = client.get("/migrations").get_data(as_text=True)
+    assert app.config["DATABASE"] not in html  # where the data lives stays on the server
+    assert "is at version <strong>2</strong>" in html and html.count("<td>applied</td>") == 2
+    assert "ALTER TABLE users ADD COLUMN session_id" in unescape(html)
+    assert "def give_every_user_a_session_id(db):" in html
+
+
+def test_migrations_are_numbered_in_order_and_sql_is_split_into_statements(app):
+    with pytest.raises(ValueError, match="out of order: the next number is 3"):
+        tour.add_migration(app, 4, "skipped one", "SELECT 1")
+    assert tour.split_statements("INSERT INTO t VALUES ('a;b');\n; SELECT 2") == [
+        "INSERT INTO t VALUES ('a;b');", " SELECT 2;"]
 # 19. File uploads and cookies
 # ---------------------------------------------------------------------------
 
@@ -6150,6 +6349,7 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
               15: "create_app(testing_settings(",
               16: '@blueprints_bp.cli.command("export")',
+              18: "def add_migration(",
               19: "request.files"}
 
 
