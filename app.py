@@ -2753,6 +2753,9 @@ def csrf_token_in(response):
     """The CSRF token in a page's form, read from its HTML as a test does."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
     return found.group(1) if found else ""
+
+
+# ---------------------------------------------------------------------------
 # 19. File uploads and cookies
 # ---------------------------------------------------------------------------
 # A file posted with `enctype="multipart/form-data"` arrives in `request.files`, as a

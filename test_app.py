@@ -1521,7 +1521,8 @@ def demo_of_topic(number, app, module):
     if number == 16:
         return client.get("/blueprints").text
     if number == 18:
-        module.add_migration(app, 1, "a first migration", "CREATE TABLE copied (id INTEGER)")
+        following = len(app.extensions.get("migrations", [])) + 1  # 1 in a copy of section 18
+        module.add_migration(app, following, "a copied migration", "CREATE TABLE copied (id INTEGER)")
         return client.get("/migrations").text
     if number == 19:
         AuthActions(client).register()
@@ -1536,7 +1537,7 @@ COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada
                      12: "copied-12", 13: "404 · Not Found", 14: "ok",
                      15: "302 FOUND",
                      16: "<code>flask tour export</code>",
-                     18: "version <strong>1</strong>",
+                     18: "a copied migration",
                      19: ">copied.png</a>"}
 
 
@@ -5765,9 +5766,11 @@ def test_the_blueprints_page_shows_the_layout_the_export_writes(reader, exported
     assert {"__init__.py", "db.py", "models.py", "auth.py", "templates", "static", "lessons"} <= set(written)
     for name in written:
         assert f"<code>flask_tour/{name}</code>" in html, name
-    assert "<code>from .db import add_schema, add_upgrade, get_db</code>" in html  # models.py's
+    assert "<code>from .migrations import add_migration</code>" in html  # models.py's
     topic = reader.get("/topics/16").get_data(as_text=True)
     assert 'id="note-import-order"' in topic
+
+
 # --- 16: embedding -----------------------------------------------------------
 # Chosen sections registered into someone else's Flask app, which keeps its own routes,
 # session, error handlers and layout.
@@ -5863,6 +5866,9 @@ def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
     named, _, within = paragraph.partition("the rest")
     assert set(re.findall(r"`(\w+_bp)`", named)) == app_wide
     assert set(re.findall(r"`(\w+_bp)`", within)) == set(blueprints) - app_wide
+
+
+# ---------------------------------------------------------------------------
 # 18. Schema migrations
 # ---------------------------------------------------------------------------
 
@@ -6118,6 +6124,9 @@ def test_migrations_are_numbered_in_order_and_sql_is_split_into_statements(app):
         tour.add_migration(app, 4, "skipped one", "SELECT 1")
     assert tour.split_statements("INSERT INTO t VALUES ('a;b');\n; SELECT 2") == [
         "INSERT INTO t VALUES ('a;b');", " SELECT 2;"]
+
+
+# ---------------------------------------------------------------------------
 # 19. File uploads and cookies
 # ---------------------------------------------------------------------------
 
