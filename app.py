@@ -2428,7 +2428,8 @@ def show_contexts():
     app = current_app._get_current_object()  # the app itself, not the proxy that finds it
     return render_template(
         "contexts.html", app_name=app.name,
-        g_names=sorted(g), session_names=sorted(session),  # names only: g.user has a hash
+        # Names only: g.user holds a password hash, the session a CSRF token.
+        g_names=sorted(g), session_names=sorted(session),
         request_facts=[("method", request.method), ("path", request.path),
                        ("endpoint", request.endpoint), ("blueprint", request.blueprint)],
         # An empty contextvars.Context has none of this request's contexts: a new process.
