@@ -88,11 +88,11 @@ from werkzeug.utils import secure_filename
 # `init_*`). `app` at the end of the file keeps `flask run` and `gunicorn app:app` working.
 # Uses `configure` (section 8), `init_database` (section 9), `init_models` (section 10),
 # `auth_bp` (section 11.1), `init_jwt` (section 11.2), `accounts_bp` (section 11.3), `hooks_bp`
-# (section 12), `tour_bp` (section 2), `database_bp` (section 9), `params_bp` (section 3),
-# `templates_bp` (section 4), `forms_bp` (section 5), `api_bp` (section 6), `json_bp`
-# (section 7), `config_bp` (section 8), `errors_bp` (section 13), `deployment_bp`
-# (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16), `migrations_bp` (section 18),
-# `uploads_bp` (section 19).
+# (section 12), `tour_bp` (section 2), `database_bp` (section 9), `migrations_bp` (section 18),
+# `params_bp` (section 3), `templates_bp` (section 4), `forms_bp` (section 5), `api_bp`
+# (section 6), `json_bp` (section 7), `config_bp` (section 8), `errors_bp` (section 13),
+# `deployment_bp` (section 14), `testing_bp` (section 15), `blueprints_bp` (section 16),
+# `contexts_bp` (section 17), `uploads_bp` (section 19).
 
 
 def create_app(config=None, *, instance_path=None):
@@ -118,6 +118,7 @@ def create_app(config=None, *, instance_path=None):
     app.register_blueprint(deployment_bp)
     app.register_blueprint(testing_bp)
     app.register_blueprint(blueprints_bp)
+    app.register_blueprint(contexts_bp)
     app.register_blueprint(uploads_bp)
     return app
 
@@ -2753,6 +2754,150 @@ def csrf_token_in(response):
     """The CSRF token in a page's form, read from its HTML as a test does."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', response.get_data(as_text=True))
     return found.group(1) if found else ""
+
+
+# ---------------------------------------------------------------------------
+# 17. Contexts, g and the command line
+# ---------------------------------------------------------------------------
+# Flask has two contexts. The application context makes `current_app` and `g` point at one
+# app; the request context adds `request` and `session`. Flask opens both for a request and
+# closes them after it; a `flask` command gets an application context only. Anywhere else
+# (at import time, in a script, in a thread you start) those names raise "Working outside
+# of application context", and `with app.app_context():` opens one. `/contexts` shows what
+# this very request can reach, that error made and fixed live, and the order of the hooks
+# around the view. The Blueprint's commands join `flask` itself: `flask create-user NAME`
+# asks for the password without showing it and checks both by the register form's rules;
+# `flask delete-user NAME`. `flask shell` gets `User`, `Note` and `get_db` (`shell_names`).
+# Uses `validate` and `USER_FIELDS` (section 7), `get_db`, `database_problem` and the
+# `DATABASE` setting (section 9), `User`, `Note` and `UsernameTaken` (section 10); its page
+# extends base.html (section 4).
+
+contexts_bp = Blueprint("contexts", __name__, cli_group=None)  # no group: `flask create-user`
+
+
+@contexts_bp.route("/contexts")
+def show_contexts():
+    """Topic 17's demo: what this request can reach, and `get_db` called as a script would."""
+    app = current_app._get_current_object()  # the app itself, not the proxy that finds it
+    return render_template(
+        "contexts.html", app_name=app.name,
+        # Names only: g.user holds a password hash, the session a CSRF token.
+        g_names=sorted(g), session_names=sorted(session),
+        request_facts=[("method", request.method), ("path", request.path),
+                       ("endpoint", request.endpoint), ("blueprint", request.blueprint)],
+        # An empty contextvars.Context has none of this request's contexts: a new process.
+        script=contextvars.Context().run(run_like_a_script, app),
+        hooks=hook_order())
+
+
+def run_like_a_script(app):
+    """Call `get_db()` with no context, then inside `with app.app_context():`."""
+    outside = error_of(get_db)  # RuntimeError: Working outside of application context.
+    with app.app_context():
+        g_before = sorted(g)  # a new application context has a new, empty g
+        db = get_db()
+        g_after = sorted(g)
+    # Leaving the block ran the teardown functions, close_db among them.
+    return {"outside": outside, "g_before": g_before, "g_after": g_after,
+            "closed": error_of(db.execute, "SELECT 1")}
+
+
+def error_of(call, *args):
+    """The error `call(*args)` raises, as Python prints it; None if it raises none."""
+    try:
+        call(*args)
+    except (RuntimeError, sqlite3.ProgrammingError) as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def hook_order():
+    """The functions Flask calls around this request's view, stage by stage, in its order."""
+    app, blueprints = current_app, request.blueprints
+    return [
+        ("before_request", hook_names(app.before_request_funcs, [None, *reversed(blueprints)])),
+        ("the view", [request.endpoint]),
+        ("after_request", hook_names(app.after_request_funcs, [*blueprints, None], True)),
+        ("teardown_request", hook_names(app.teardown_request_funcs, [*blueprints, None], True)),
+        ("teardown_appcontext", hook_names({None: app.teardown_appcontext_funcs}, [None], True)),
+    ]
+
+
+def hook_names(hooks, scopes, last_first=False):
+    """The names of `hooks` registered for `scopes` (None: the whole app), in calling order."""
+    names = []
+    for scope in scopes:
+        functions = hooks.get(scope, [])
+        names += [function.__name__ for function in (functions[::-1] if last_first else functions)]
+    return names
+
+
+def database_errors_explained(command):
+    """A command's database failure as one line saying why and exit status 1, not a traceback."""
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except sqlite3.OperationalError as error:  # missing, read-only, locked: as the 503 page
+            reason = str(database_problem(current_app.config["DATABASE"]) or error)
+            raise click.ClickException(reason[:1].upper() + reason[1:]) from None
+    return wrapped
+
+
+@contexts_bp.cli.command("create-user")  # a Blueprint's cli commands run in an app context
+@click.argument("username")
+@database_errors_explained
+def create_user(username):
+    """Create an account (asks for its password)."""
+    # Not `create_account` (section 11): its per-address limit reads `request.remote_addr`,
+    # and a command has an application context but no request.
+    checked("username", username)
+    if User.find(username):  # before the password is typed, not after
+        raise click.ClickException(f"The username {username!r} is taken.")
+    # Asked, never an option: a password typed in the command stays in the shell's history
+    # and shows in `ps` to every user of the machine.
+    password = checked("password", click.prompt("Password", hide_input=True,
+                                                confirmation_prompt=True))
+    try:
+        user = User.create(username, password)
+    except UsernameTaken:  # taken meanwhile, through the running app's register form
+        raise click.ClickException(f"The username {username!r} is taken.") from None
+    click.echo(f"Created the user {user.username} (id {user.id}): they can log in now.")
+
+
+def checked(field, value):
+    """`value` if the register form's rule for `field` accepts it, else a click error saying why."""
+    _, errors = validate({field: value}, USER_FIELDS, partial=True)
+    if errors:
+        raise click.BadParameter(errors[field], param_hint=field)
+    return value
+
+
+@contexts_bp.cli.command("delete-user")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Delete without asking first.")
+@database_errors_explained
+def delete_user(username, yes):
+    """Delete an account and its notes; asks first, unless --yes."""
+    user = User.find(username)
+    if user is None:
+        raise click.ClickException(f"There is no user called {username!r}.")
+    notes = Note.count_for_user(user.id)
+    if not yes:
+        click.confirm(f"Delete {user.username} and their {notes} notes?", abort=True)
+    user.delete()
+    click.echo(f"Deleted {user.username} and their {notes} notes.")
+
+
+@contexts_bp.record_once
+def set_up_shell(state):
+    """Give `flask shell` the models and `get_db` when the app registers this Blueprint."""
+    state.app.shell_context_processor(shell_names)
+
+
+def shell_names():
+    """The names `flask shell` has ready, with no import."""
+    return {"User": User, "Note": Note, "get_db": get_db}
 
 
 # ---------------------------------------------------------------------------

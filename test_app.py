@@ -1520,6 +1520,10 @@ def demo_of_topic(number, app, module):
         return client.get("/testing").text
     if number == 16:
         return client.get("/blueprints").text
+    if number == 17:
+        created = app.test_cli_runner().invoke(args=["create-user", "ada"], input=f"{PASSWORD}\n" * 2)
+        assert "Created the user ada" in created.output, created.output
+        return client.get("/contexts").text
     if number == 18:
         following = len(app.extensions.get("migrations", [])) + 1  # 1 in a copy of section 18
         module.add_migration(app, following, "a copied migration", "CREATE TABLE copied (id INTEGER)")
@@ -1537,6 +1541,7 @@ COPY_EXPECTATIONS = {1: "Flask Tour", 2: "tour_bp</span>", 3: "&lt;script&gt;Ada
                      12: "copied-12", 13: "404 · Not Found", 14: "ok",
                      15: "302 FOUND",
                      16: "<code>flask tour export</code>",
+                     17: "Working outside of application context.",
                      18: "a copied migration",
                      19: ">copied.png</a>"}
 
@@ -5869,6 +5874,88 @@ def test_the_embedding_notes_name_every_blueprint_that_acts_app_wide(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# 17. Contexts, g and the command line
+# ---------------------------------------------------------------------------
+
+
+def typed_twice(password):
+    """What a user types at a password prompt that asks for confirmation."""
+    return f"{password}\n{password}\n"
+
+
+def test_contexts_page_shows_the_real_error_and_what_this_request_has(client, logged_in):
+    page = client.get("/contexts").get_data(as_text=True)
+    assert "RuntimeError: Working outside of application context." in page
+    assert "ProgrammingError: Cannot operate on a closed database." in page  # teardown closed it
+    assert "<code>g.request_id</code>, <code>g.started</code>, <code>g.user</code>" in page
+    assert "<code>request.endpoint</code> is <code>contexts.show_contexts</code>" in page
+    with client.session_transaction() as session:
+        assert "<code>session_id</code>" in page and session["session_id"] not in page  # names only
+    # The hooks in Flask's calling order: the app's before_request first, close_db last.
+    hooks = re.sub(r"<[^>]+>", "", page.split('id="hooks"')[1])
+    assert "before_request: start_request, then refuse_oversized_stream, then load_logged_in_user" in hooks
+    assert "teardown_appcontext: close_db" in hooks
+
+
+def test_create_user_reads_the_password_unseen_and_the_user_can_log_in(runner, auth):
+    result = runner.invoke(args=["create-user", "ada"], input=typed_twice(PASSWORD))
+    assert result.exit_code == 0, result.output
+    assert "Created the user ada (id 1)" in result.output and PASSWORD not in result.output
+    assert auth.login("ada").headers["Location"] == "/notes"
+
+
+def test_create_user_asks_again_when_the_confirmation_differs(app, runner):
+    result = runner.invoke(args=["create-user", "ada"], input=f"{PASSWORD}\n{PASSWORD}!\n")
+    assert "The two entered values do not match." in result.output
+    assert result.exit_code == 1 and count_rows(app, "users") == 0  # no more input: aborted
+
+
+def test_create_user_refuses_what_the_register_form_refuses(app, runner, logged_in):
+    taken = runner.invoke(args=["create-user", "ALICE"])  # usernames ignore case
+    assert taken.exit_code == 1 and "The username 'ALICE' is taken." in taken.output
+    assert "Password" not in taken.output  # refused before the password is typed
+    weak = runner.invoke(args=["create-user", "bob"], input=typed_twice("short"))
+    assert weak.exit_code == 2 and tour.USER_FIELDS["password"].check("short") in weak.output
+    badly_named = runner.invoke(args=["create-user", "bob smith"])
+    assert badly_named.exit_code == 2 and "Use letters, digits" in badly_named.output
+    assert count_rows(app, "users") == 1
+
+
+def test_delete_user_asks_first_then_deletes_the_notes_too(app, runner, logged_in, client):
+    client.post("/notes", data={"title": "mine", "csrf_token": logged_in.token("/notes")})
+    assert runner.invoke(args=["delete-user", "alice"], input="n\n").exit_code == 1
+    assert count_rows(app, "users") == 1
+    result = runner.invoke(args=["delete-user", "alice"], input="y\n")
+    assert "Deleted alice and their 1 notes." in result.output and result.exit_code == 0
+    assert count_rows(app, "notes") == 0
+    missing = runner.invoke(args=["delete-user", "alice", "--yes"])
+    assert missing.exit_code == 1 and "There is no user called 'alice'." in missing.output
+
+
+def test_a_command_on_a_missing_database_says_why_without_a_traceback(app, runner):
+    runner.invoke(args=["create-user", "ada"], input=typed_twice(PASSWORD))
+    os.remove(app.config["DATABASE"])
+    for args in (["create-user", "bob"], ["delete-user", "ada", "--yes"]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+        assert "Error: The database" in result.output
+        assert "is missing" in result.output and "Traceback" not in result.output
+    assert not os.path.exists(app.config["DATABASE"])  # and no empty one made in its place
+
+
+def test_flask_shell_has_the_models_and_get_db(app):
+    names = app.make_shell_context()
+    assert names["User"] is User and names["Note"] is Note and names["get_db"] is tour.get_db
+    assert names["app"] is app  # Flask's own, kept
+
+
+def test_flask_routes_lists_the_app_endpoints(runner):
+    output = runner.invoke(flask.cli.routes_command).output
+    assert re.search(r"^contexts\.show_contexts +GET +/contexts *$", output, re.M)
+    assert "forms.login" in output and "tour.topic" in output
+
+
+# ---------------------------------------------------------------------------
 # 18. Schema migrations
 # ---------------------------------------------------------------------------
 
@@ -6358,6 +6445,7 @@ CONSTRUCTS = {1: "def create_app(", 2: "@tour_bp.route(", 3: 'request.args.get("
               13: "@errors_bp.app_errorhandler(", 14: '@deployment_bp.route("/healthz")',
               15: "create_app(testing_settings(",
               16: '@blueprints_bp.cli.command("export")',
+              17: "with app.app_context():",
               18: "def add_migration(",
               19: "request.files"}
 
