@@ -2913,9 +2913,9 @@ def shell_names():
 # `POST /api/notes/<id>/attachments`. Cookies: `response.set_cookie` stores the "Large text"
 # preference in the browser and `request.cookies` reads it back, so base.html draws the
 # page large from its first byte, with no JavaScript.
-# Uses `get_db` and `add_schema` (section 9), `Note` (section 10), `login_required`,
-# `check_note_write` and `safe_next_path` (section 11.1), `token_required` (section 11.2),
-# `operation` (section 6), the edit page `forms.edit_note` (section 5), whose
+# Uses `get_db` and `add_schema` (section 9), `Note` and `SQLITE_MAX_INTEGER` (section 10),
+# `login_required`, `check_note_write` and `safe_next_path` (section 11.1), `token_required`
+# (section 11.2), `operation` (section 6), the edit page `forms.edit_note` (section 5), whose
 # template includes ours; its pages extend base.html (section 4).
 
 uploads_bp = Blueprint("uploads", __name__, template_folder="templates")
@@ -2972,7 +2972,10 @@ LARGE_TEXT_COOKIE = "large_text"
 def page_before():
     """The path of the page of this app that linked here (its Referer), else ""."""
     # One link for every page: a `?next=` per page would give crawlers a new URL on each.
-    parts = urlsplit(request.referrer or "")
+    try:
+        parts = urlsplit(request.referrer or "")
+    except ValueError:  # such as "http://[::1": no page of ours
+        return ""
     if parts.netloc != request.host or not parts.path.startswith(request.script_root + "/"):
         return ""
     return parts.path[len(request.script_root):] + (f"?{parts.query}" if parts.query else "")
@@ -3042,7 +3045,7 @@ def save_attachment(note, user, file):
     filename = (secure_filename(os.path.splitext(file.filename)[0])[:100] or "attachment") + extension
     check_note_write(user)  # a rate limit per account; it begins the transaction below
     check_attachment_quota(user, len(content))
-    stored_name = secrets.token_hex(16)  # the sender's name never becomes a path
+    stored_name = secrets.token_hex(16)  # the sender's name never becomes a path (STORED_NAME)
     path = os.path.join(uploads_folder(), stored_name)
     try:
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as stored:
@@ -3113,8 +3116,12 @@ def send_attachment(found):
                                    mimetype=found.content_type, download_name=found.filename,
                                    as_attachment=not image)  # a download, never opened here
     response.headers["X-Content-Type-Options"] = "nosniff"  # the type we chose, no guessing
-    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"  # no scripts
+    # No scripts, and no framing by any site, even one FRAME_ANCESTORS lets frame the pages.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox; frame-ancestors 'none'"
     return response
+
+
+STORED_NAME = re.compile(r"[0-9a-f]{32}")  # what `secrets.token_hex(16)` gives a stored file
 
 
 def uploads_folder():
@@ -3144,6 +3151,8 @@ class Attachment:
 
     @classmethod
     def get(cls, attachment_id, note_id):
+        if not 0 < attachment_id <= SQLITE_MAX_INTEGER:  # /attachments/99999999999999999999
+            return None
         row = get_db().execute("SELECT * FROM attachments WHERE id = ? AND note_id = ?",
                                (attachment_id, note_id)).fetchone()
         return cls(**row) if row else None
@@ -3206,8 +3215,11 @@ def remove_deleted_files(response):
     try:
         db = get_db()
         for (name,) in db.execute("SELECT stored_name FROM attachment_files_to_remove").fetchall():
+            # Only a name this section made: one from a crafted or restored database ("../x")
+            # must not delete a file outside the uploads folder.
             with contextlib.suppress(FileNotFoundError):  # another worker removed it first
-                os.remove(os.path.join(uploads_folder(), name))
+                if STORED_NAME.fullmatch(name):
+                    os.remove(os.path.join(uploads_folder(), name))
             db.execute("DELETE FROM attachment_files_to_remove WHERE stored_name = ?", (name,))
         db.commit()
     except (sqlite3.Error, OSError) as error:  # the deletion itself succeeded: retried next time

@@ -6263,7 +6263,7 @@ def test_an_attachment_is_stored_under_a_random_name_and_sent_back_to_its_owner(
     assert image.data == PNG and image.mimetype == "image/png"
     assert image.headers["Content-Disposition"].startswith("inline")  # an image is shown
     assert image.headers["X-Content-Type-Options"] == "nosniff"
-    assert image.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert image.headers["Content-Security-Policy"] == "default-src 'none'; sandbox; frame-ancestors 'none'"
     assert attach(client, note_id, "plain words\n".encode(), "notes.TXT", token).status_code == 302
     text_link = re.search(r'href="([^"]+)">notes.txt<', client.get(f"/notes/{note_id}/edit").text)[1]
     text = client.get(text_link)
