@@ -2307,6 +2307,19 @@ def test_init_db_command_recreates_the_schema(runner, client, app):
     assert count_rows(app, "users") == 0
 
 
+def test_init_db_drops_a_table_whatever_its_name(runner, app, tmp_path):
+    api_headers(runner.app.test_client())  # the database exists
+    elsewhere = tmp_path / "written.sqlite"
+    name = f'x"; ATTACH DATABASE \'{elsewhere}\' AS p; CREATE TABLE p.t (a); --'
+    with contextlib.closing(sqlite3.connect(app.config["DATABASE"])) as db:
+        db.execute(f'CREATE TABLE "{name.replace(chr(34), chr(34) * 2)}" (a)')
+        db.commit()
+    assert "Initialized the database" in runner.invoke(args=["init-db"]).output
+    assert not elsewhere.exists()  # the name stayed a name: no SQL of its own ran
+    with contextlib.closing(sqlite3.connect(app.config["DATABASE"])) as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0] == 0
+
+
 def test_database_page_shows_your_rows_and_the_sql_that_read_them(client, auth):
     anonymous = client.get("/database").get_data(as_text=True)
     assert "Log in to see the rows" in anonymous and escape(tour.NOTES_SQL) in anonymous
@@ -4780,6 +4793,19 @@ def test_a_frame_ancestors_value_that_is_not_a_list_of_origins_stops_the_app(tmp
         framed_app(tmp_path, setting)
 
 
+def test_frame_ancestors_set_after_registration_is_checked_too(tmp_path):
+    host = flask.Flask("host", instance_path=str(tmp_path / "instance"))
+    host.testing = True  # the error reaches the test
+    host.register_blueprint(tour.hooks_bp)  # someone else's app, with our hooks
+    host.config["FRAME_ANCESTORS"] = "* ; script-src 'unsafe-inline'"
+    host.add_url_rule("/", "home", lambda: "home")
+    with pytest.raises(RuntimeError, match="FRAME_ANCESTORS has '\\*'"):
+        host.test_client().get("/")  # never a CSP that lets every site frame it or run scripts
+    host.config["FRAME_ANCESTORS"] = "https://course.example.org"
+    policy = host.test_client().get("/").headers["Content-Security-Policy"]
+    assert policy.endswith("frame-ancestors https://course.example.org")
+
+
 def test_frame_ancestors_from_the_environment_is_shown_on_the_config_page(clean_environment,
                                                                             tmp_path):
     clean_environment.setenv("FLASK_FRAME_ANCESTORS", f"{COURSE} {LMS}")
@@ -5628,6 +5654,18 @@ def test_the_testing_demo_builds_one_app_at_a_time(client, monkeypatch):
     assert client.get("/testing").status_code == 200  # and free again after
 
 
+def test_the_testing_demo_is_built_at_most_once_per_reuse_period(client, monkeypatch):
+    built = []
+    monkeypatch.setattr(tour, "create_app", lambda config, **kwargs: built.append(config) or
+                        create_app(config, **kwargs))
+    first, again = client.get("/testing").text, client.get("/testing").text
+    assert len(built) == 1 and "302 FOUND" in first  # reloading it costs the server nothing
+    assert "302 FOUND" in again  # the same requests and answers, shown again
+    monkeypatch.setattr(tour, "THROWAWAY_REUSE", -1)  # the period is over: a new app
+    client.get("/testing")
+    assert len(built) == 2
+
+
 def fixture_region(text):
     """(first line number, lines) of test_app.py's fixtures region, found by its markers."""
     lines = text.splitlines()
@@ -6175,6 +6213,19 @@ def test_a_database_newer_than_the_code_is_refused_with_a_clear_message(tmp_path
         assert db.execute("PRAGMA user_version").fetchone()[0] == 7  # not downgraded
 
 
+def test_a_negative_user_version_is_refused_not_migrated_from_the_end(tmp_path):
+    path = tmp_path / "odd.sqlite"
+    old_database(path, SCHEMA_BEFORE_SESSION_IDS)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = -1")  # no version of the app writes it
+    app = create_app(settings_for(path), instance_path=str(tmp_path / "i"))
+    result = app.test_cli_runner().invoke(args=["db-upgrade"])
+    assert result.exit_code == 1 and "user_version -1, which no version of this app writes" in result.output
+    assert app.test_client().get("/migrations").status_code == 503
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == -1  # nothing ran
+
+
 def test_db_status_and_db_upgrade_say_what_is_pending_then_apply_it(tmp_path):
     path = tmp_path / "old.sqlite"
     old_database(path, SCHEMA_BEFORE_SESSION_IDS)
@@ -6375,7 +6426,8 @@ def test_a_file_whose_row_could_not_be_written_is_removed(app, client, logged_in
 
 
 def test_an_account_cannot_fill_the_disk(app, client, logged_in):
-    app.config["ATTACHMENT_BYTES_PER_USER"] = 2 * len(PNG)
+    # Two files, however small: each counts as a disk block (byte counts would allow hundreds).
+    app.config["ATTACHMENT_BYTES_PER_USER"] = 2 * tour.DISK_BLOCK
     note_id, token = new_note(client)
     assert attach(client, note_id, PNG, "1.png", token).status_code == 302
     assert attach(client, note_id, PNG, "2.png", token).status_code == 302
@@ -6389,7 +6441,34 @@ def test_an_account_cannot_fill_the_disk(app, client, logged_in):
     assert attach(client, note_id, PNG, "3.png", token).status_code == 302
 
 
+def test_an_attachment_id_past_sqlite_integers_is_a_404_not_a_500(app, client, logged_in):
+    note_id, token = new_note(client)
+    huge = 10 ** 23
+    assert client.get(f"/notes/{note_id}/attachments/{huge}").status_code == 404
+    assert client.post(f"/notes/{note_id}/attachments/{huge}/delete",
+                       data={"csrf_token": token}).status_code == 404
+    headers = api_headers(client, "bob")
+    note = client.post("/api/notes", json={"title": "api"}, headers=headers).json
+    response = client.get(f"/api/notes/{note['id']}/attachments/{huge}", headers=headers)
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
+
+
+def test_only_files_the_section_named_are_removed_from_uploads(app, client, logged_in, tmp_path):
+    outside = Path(app.instance_path) / "keep.txt"
+    outside.parent.mkdir(exist_ok=True)
+    outside.write_text("not an upload")
+    with app.app_context():  # a crafted or restored database names a file outside uploads/
+        tour.get_db().execute("INSERT INTO attachment_files_to_remove VALUES ('../keep.txt')")
+        tour.get_db().commit()
+    new_note(client)  # any successful write removes the files waiting to be removed
+    assert outside.read_text() == "not an upload"
+    assert count_rows(app, "attachment_files_to_remove") == 0
+
+
 def test_the_text_size_cookie_is_set_with_its_flags_and_read_on_the_first_byte(app, client):
+    for unparsable in ("http://[::1", "http://["):  # urlsplit raises: no page to go back to
+        page = client.get("/preferences", headers={"Referer": unparsable})
+        assert page.status_code == 200 and 'name="next" value=""' in page.text
     form = client.get("/preferences", headers={"Referer": "http://localhost/topics/19?x=1"}).text
     assert 'name="next" value="/topics/19?x=1"' in form  # back to the page that linked here
     elsewhere = client.get("/preferences", headers={"Referer": "https://evil.example/topics/19"})
