@@ -11,7 +11,8 @@ app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "dev")
 app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # a bigger request is refused: 413
 app.config["UPLOAD_FOLDER"] = os.path.join(app.instance_path, "uploads")
 # The extensions we accept, and how a real file of each kind begins (its "magic bytes").
-ALLOWED = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".pdf": b"%PDF-"}
+ALLOWED = {".png": b"\x89PNG\r\n\x1a\n", ".jpg": b"\xff\xd8\xff", ".jpeg": b"\xff\xd8\xff",
+           ".pdf": b"%PDF-"}
 names = {}  # stored name: the name the sender gave, for the list; forgotten when the server stops
 
 
@@ -39,7 +40,7 @@ def save_upload(file):
     name = secure_filename(file.filename)  # "../../app.py" becomes "app.py": safe to show
     extension = os.path.splitext(name)[1].lower()
     if extension not in ALLOWED:
-        return "Only .png, .jpg and .pdf files are allowed."
+        return "Only these files are allowed: " + ", ".join(ALLOWED)
     # A name can lie (a web page renamed page.png): look at the file's first bytes too.
     if not file.stream.read(16).startswith(ALLOWED[extension]):
         return f"That file is not really a {extension} file."
