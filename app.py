@@ -3307,9 +3307,10 @@ def set_up_uploads(state):
 # Not a topic: the machinery behind `/` and `/topics/<n>` (section 2). Each topic's
 # teaching text (summary, the cheat sheet's snippet, what app.py adds, exercises, Elsewhere
 # panels) lives beside its lesson, in lessons/NN_name/teaching/; `source_sections` finds
-# each numbered section of this very file by its banner, so the code on screen is the code
-# that runs; `highlight_python` colours it with the standard library's tokenizer, so the
-# page needs no JavaScript. A copy of the tour brings lessons/ along: it is what the pages show.
+# each numbered section of this very file by its banner (`section_file` also finds it in
+# the package section 16 exports), so the code on screen is the code that runs;
+# `highlight_python` colours it with the standard library's tokenizer, so the page needs no
+# JavaScript. A copy of the tour brings lessons/ along: it is what the pages show.
 # Uses `tour_bp` (section 2); page.html extends base.html (section 4).
 
 
@@ -3415,7 +3416,13 @@ def tour_page():
 def tour_body(script_root):
     """The HTML of the tour's body under one URL prefix (`script_root` keys it: `url_for`
     reads the prefix from the request itself)."""
-    return rendered_body("_tour.html", topics=load_topics())
+    return rendered_body("_tour.html", topics=load_topics(), run_command=run_command())
+
+
+def run_command():
+    """The command that serves this app: `flask run` alone finds only an app.py (or wsgi.py)."""
+    name = current_app.import_name  # "app", or "flask_tour" in the package of section 16
+    return "flask run" if name in ("app", "wsgi", "__main__") else f"flask --app {name} run"
 
 
 def topic_page(topic):
@@ -3452,17 +3459,17 @@ def tests_body(number, script_root):
 
 
 def topic_view(number):
-    """What _topic.html shows of one topic, highlighted; None when this file lacks its section."""
-    module = read_text(__file__)  # its sections, and the imports they need
-    sections = sections_of(module)
-    if number not in sections:  # a copy of a few sections: the rest are not in it
+    """What _topic.html shows of one topic, highlighted; None when no module has its section."""
+    found = section_file(number)
+    if found is None:  # a copy of a few sections: the rest are not in it
         return None
-    first_line, source = sections[number]
+    path, module, first_line, source = found
     topic = get_topic(number)
     folder = lesson_folder(topic)
     teaching = folder / "teaching"
     return dict(
         topic=topic,
+        source_file=f"{__package__}/{path.name}" if __package__ else path.name,  # from where it runs
         cheat_sheet=topic["cheat_sheet"] and shown_file(  # None beyond the cheat sheet (15-19)
             teaching / topic["cheat_sheet"]["file"], teaching, topic["cheat_sheet"]["language"],
             anchor="sheet"),
@@ -3483,6 +3490,20 @@ def topic_view(number):
                   if (shown := shown_region(excerpt))],
         tests=tests_view(number),
     )
+
+
+def section_file(number):
+    """(path, text, first line, section) of the module that holds section `number`, or None.
+
+    That is this very module, or, in the package `flask tour export` writes (section 16),
+    whichever of its modules the section went to.
+    """
+    here = Path(__file__)
+    for path in sorted(here.parent.glob("*.py")) if __package__ else [here]:
+        text = read_text(path)  # its sections, and the imports they need
+        if number in sections_of(text):
+            return path, text, *sections_of(text)[number]
+    return None
 
 
 @tour_bp.app_template_global()
@@ -3781,10 +3802,14 @@ blueprints_bp = Blueprint("blueprints", __name__, template_folder="templates", c
 
 
 @blueprints_bp.cli.command("export")
-@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(file_okay=False))
 def export_command(folder):
     """Write this app as a package, FOLDER/flask_tour/, with one module per section."""
+    if not folder:  # "" would be the current folder: most likely an unset shell variable
+        raise click.BadParameter("an empty name would write into the current folder: give "
+                                 "the folder to write into, such as /tmp/tour.", param_hint="FOLDER")
     modules = package_modules(read_text(__file__))
+    folder = Path(folder)
     target = folder / PACKAGE_NAME
     try:
         target.mkdir(parents=True)  # not exist_ok: an earlier export, or your edits, stay as they are
@@ -3806,7 +3831,7 @@ def export_command(folder):
 def show_blueprints():
     """The Blueprints this app registered, and the package `flask tour export` writes."""
     registered = [(name, blueprint.import_name, blueprint.url_prefix or "/",
-                   [f"{blueprint.cli_group if isinstance(blueprint.cli_group, str) else name} {command}"
+                   [" ".join(filter(None, [cli_group(name, blueprint), command]))
                     for command in sorted(blueprint.cli.commands)])
                   for name, blueprint in current_app.blueprints.items()]
     try:
@@ -3815,6 +3840,13 @@ def show_blueprints():
         modules, refusal = [], error.message
     return render_template("blueprints.html", blueprints=registered, modules=modules,
                            refusal=refusal, package=PACKAGE_NAME, data=PACKAGE_DATA)
+
+
+def cli_group(name, blueprint):
+    """The group of `flask` a Blueprint's commands sit in: its own name unless it gave
+    `cli_group`, where None puts them on `flask` itself (`flask db-status`)."""
+    group = blueprint.cli_group
+    return group if group is None or isinstance(group, str) else name  # else Flask's "not given"
 
 
 PACKAGE_NAME = "flask_tour"
@@ -3930,13 +3962,32 @@ def module_name(title, source, taken):
 
 def module_text(module, text):
     """The source of one exported module: a docstring, its imports, then its sections."""
-    source = "\n\n".join(module["sources"])
+    source = without_main_block("\n\n".join(module["sources"]))
     if module["name"] == "__init__":
         source = imports_inside_functions(source, module)
+    also = "; ".join(title_in_package(title) for title in module["titles"][1:])
     docstring = (f'"""{module["titles"][0]}, exported from {Path(__file__).name} by `flask tour '
-                 f'export`{"; also " + "; ".join(module["titles"][1:]) if module["titles"][1:] else ""}."""')
+                 f'export`{"; also " + also if also else ""}."""')
     relative = [import_from(name, names) for name, names in module["imports"].items()]
     return "\n".join([docstring, import_lines(source, text), *relative, "", "", source])
+
+
+def title_in_package(title):
+    """A part's title as the package's docstring names it, after a semicolon: the commands
+    that serve this module serve the package."""
+    title = title[:1].lower() + title[1:]
+    return (title.replace("`flask run`", f"`flask --app {PACKAGE_NAME} run`")
+            .replace(f"`gunicorn {Path(__file__).stem}:app`", f"`gunicorn {PACKAGE_NAME}:app`"))
+
+
+def without_main_block(source):
+    """`source` without the block that runs it as a script (`python app.py`): in a package,
+    whose modules import one another relatively, a module cannot run as a script."""
+    lines = source.split("\n")
+    for node in reversed(ast.parse(source).body):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "__name__ == '__main__'":
+            del lines[node.lineno - 1:node.end_lineno]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def import_from(module, names):

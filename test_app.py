@@ -5711,7 +5711,7 @@ def exported(tmp_path_factory):
 # Run with `python -I` in the export's folder: import the package and every module of it, with
 # nothing of this checkout importable, then each topic's demo from the copy test against it.
 EXPORTED_DEMOS = """
-import functools, importlib, json, pkgutil, sys, tempfile, types
+import functools, importlib, json, pkgutil, re, sys, tempfile, types
 sys.path.insert(0, ".")
 import flask_tour
 modules = [importlib.import_module("flask_tour." + info.name)
@@ -5733,7 +5733,21 @@ with tempfile.TemporaryDirectory() as folder:
                                      "DATABASE": f"{folder}/{number}.sqlite"},
                                     instance_path=f"{folder}/instance-{number}")
         shown[number] = str(test_app.demo_of_topic(number, app, names))
-print(json.dumps(shown))
+    # The tour itself, signed out: each topic page (its heading, imports, numbered code), then
+    # every link the crawl reaches from the tour.
+    app = flask_tour.create_app({"TESTING": True, "SECRET_KEY": test_app.TEST_SECRET,
+                                 "DATABASE": f"{folder}/tour.sqlite"}, instance_path=f"{folder}/instance")
+    client, pages = app.test_client(), {}
+    for number in test_app.TOPIC_NUMBERS:
+        response = client.get(f"/topics/{number}")
+        html = response.get_data(as_text=True)
+        code = test_app.code_lines(html)
+        blocks = test_app.shown_code(html)
+        imports = blocks[blocks.index("\\n".join(text for _, text in code)) - 1] if code else None
+        pages[number] = [response.status_code, test_app.SOURCE_HEADING.findall(html), code, imports]
+    crawled = test_app.crawl(client, "/")
+    run_it = re.search(r'id="run-heading".*?</pre>', client.get("/").get_data(as_text=True), re.S).group()
+print(json.dumps({"shown": shown, "pages": pages, "crawled": crawled, "run_it": run_it}))
 """
 
 
@@ -5745,10 +5759,28 @@ def test_the_exported_package_runs_each_topics_demo_in_a_fresh_interpreter(expor
     result = subprocess.run([sys.executable, "-I", "-B", "-c", EXPORTED_DEMOS, str(ROOT), *map(str, numbers)],
                             cwd=exported, env=environment, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
-    shown = json.loads(result.stdout.splitlines()[-1])
+    found = json.loads(result.stdout.splitlines()[-1])
+    shown = found["shown"]
     for number in numbers:
         assert COPY_EXPECTATIONS[number] in shown[str(number)], number
     assert "flask_tour.forms" in shown["16"]  # each Blueprint now comes from a module of its own
+    # Each topic page shows its section from the module that holds it, with that file's lines.
+    modules = {path: path.read_text(encoding="utf-8") for path in (exported / "flask_tour").glob("*.py")}
+    for number in TOPIC_NUMBERS:
+        status, heading, code, imports = found["pages"][str(number)]
+        path, text = next((path, text) for path, text in modules.items() if number in tour.sections_of(text))
+        first_line, source = tour.sections_of(text)[number]
+        last_line = first_line + source.count("\n")
+        assert status == 200 and heading == [[f"flask_tour/{path.name}", str(first_line), str(last_line)]]
+        assert code == [[line_number, line] for line_number, line in enumerate(source.splitlines(), first_line)]
+        assert imports == tour.import_lines(source, text), number  # from the top of that module
+    assert "from .migrations import add_migration" in found["pages"]["10"][3].splitlines()
+    assert found["pages"]["1"][3] == "from flask import Flask"  # create_app imports the rest inside
+    broken = {url: status for url, status in found["crawled"].items()
+              if status >= 400 and not url.startswith("/errors/")}
+    assert not broken and len(found["crawled"]) > 30
+    assert not any(url.endswith("/tests") for url in found["crawled"])  # test_app.py is not exported
+    assert "&amp;&amp; flask --app flask_tour run</code>" in found["run_it"]
 
 
 def package_imports(folder):
@@ -5789,6 +5821,36 @@ def test_the_export_refuses_a_folder_that_already_has_the_package(exported, runn
     (tmp_path / "target" / "flask_tour").symlink_to(tmp_path / "elsewhere")
     assert runner.invoke(args=["tour", "export", str(tmp_path / "target")]).exit_code == 1
     assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing written through the link
+
+
+def test_the_export_refuses_an_empty_folder_name(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # "" would mean here
+    result = runner.invoke(args=["tour", "export", ""])
+    assert result.exit_code == 2 and "an empty name would write into the current folder" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_exported_init_names_the_package_and_cannot_run_as_a_script(exported, reader):
+    init = (exported / "flask_tour" / "__init__.py").read_text(encoding="utf-8")
+    assert init.splitlines()[0].endswith("; also the app that `flask --app flask_tour run` and "
+                                         "`gunicorn flask_tour:app` serve.\"\"\"")
+    for path in (exported / "flask_tour").glob("*.py"):  # relative imports: no module runs alone
+        assert "if __name__ ==" not in path.read_text(encoding="utf-8"), path.name
+    assert "if __name__ ==" in (ROOT / "app.py").read_text(encoding="utf-8")
+    # The tour's "Run it yourself" says `flask run` here; the export's says --app flask_tour.
+    assert "&amp;&amp; flask run</code>" in reader.get("/").get_data(as_text=True)
+
+
+def test_the_blueprints_page_names_each_command_as_flask_runs_it(reader):
+    html = reader.get("/blueprints").get_data(as_text=True)
+    cells = re.findall(r"<td>(?:<code>flask [^<]+</code>(?:, )?)+</td>", html)
+    shown = {command for cell in cells for command in re.findall(r"<code>flask ([^<]+)</code>", cell)}
+    assert {"db-status", "db-upgrade", "create-user", "tour export"} <= shown  # cli_group None or "tour"
+    for command in shown:  # `flask db-status` is app.cli's "db-status"; `flask tour export`, a group's
+        found = reader.application.cli
+        for word in command.split():
+            found = found.commands[word]
+    assert tour.cli_group("named", flask.Blueprint("named", __name__)) == "named"  # the default
 
 
 def test_the_export_refuses_a_circular_import_and_a_module_that_lacks_what_it_uses(exported):
@@ -6508,6 +6570,9 @@ def test_every_section_is_found_in_order():
 
 APP_LINES = (ROOT / "app.py").read_text(encoding="utf-8").splitlines()
 
+SOURCE_HEADING = re.compile(r'id="source-heading">The hardened section: <code>([^<]+)</code>, '
+                            r'lines (\d+)&ndash;(\d+)')
+
 CODE_LINE = re.compile(r'<span class="line" data-line="(\d+)" id="L\d+">(.*?)\n</span>', re.S)
 
 
@@ -6539,11 +6604,13 @@ def test_each_section_shows_its_cheat_sheet_construct_on_its_first_screen(number
 @pytest.mark.parametrize("number", TOPIC_NUMBERS)
 def test_topic_page_numbers_its_code_with_the_real_app_py_lines(reader, number):
     first_line, source = tour.source_sections()[number]
-    lines = code_lines(reader.get(f"/topics/{number}").get_data(as_text=True))
+    html = reader.get(f"/topics/{number}").get_data(as_text=True)
+    lines = code_lines(html)
     assert [line_number for line_number, _ in lines] == list(
         range(first_line, first_line + source.count("\n") + 1))
     assert all(text == APP_LINES[line_number - 1] for line_number, text in lines)
     assert APP_LINES[first_line].startswith(f"# {number}. ")
+    assert SOURCE_HEADING.findall(html) == [("app.py", str(first_line), str(lines[-1][0]))]
 
 
 def test_highlighting_marks_tokens_and_keeps_the_text_exactly():
