@@ -3823,6 +3823,9 @@ def export_command(folder):
             shutil.copytree(root / name, target / name, ignore=LEFT_BEHIND)
         elif (root / name).is_file():
             shutil.copyfile(root / name, target / name)
+    requirements = folder / "requirements.txt"  # what the tour's "Run it yourself" installs
+    if (root / "requirements.txt").is_file() and not requirements.exists():
+        shutil.copyfile(root / "requirements.txt", requirements)
     click.echo(f"Wrote {len(modules)} modules to {target}. Run it from {folder}: "
                f"flask --app {PACKAGE_NAME} run")
 

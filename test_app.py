@@ -5869,6 +5869,8 @@ def test_the_blueprints_page_shows_the_layout_the_export_writes(reader, exported
     html = reader.get("/blueprints").get_data(as_text=True)
     written = sorted(path.name for path in (exported / "flask_tour").iterdir())
     assert {"__init__.py", "db.py", "models.py", "auth.py", "templates", "static", "lessons"} <= set(written)
+    # Beside the package, the pins that the exported tour's "Run it yourself" installs.
+    assert (exported / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()
     for name in written:
         assert f"<code>flask_tour/{name}</code>" in html, name
     assert "<code>from .migrations import add_migration</code>" in html  # models.py's
