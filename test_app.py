@@ -6855,6 +6855,10 @@ def test_every_topic_ends_with_lesson_exercises_then_app_py_ones(reader):
         for exercise in topic["exercises"] + topic["going_further"]:
             assert as_shown(exercise["task"]) in html
             assert as_shown(exercise["check"]) in html
+        # A topic whose exercises are test runs says so; the others, to restart the lesson.
+        intros = [topic.get("exercises_intro", "restart the lesson"),
+                  topic.get("going_further_intro", "restarted after it")]
+        assert all(as_shown(intro) in html for intro in intros), topic["number"]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")

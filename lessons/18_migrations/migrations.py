@@ -26,18 +26,18 @@ def upgrade(db):
     """Run the migrations the database has not had yet, each in one transaction."""
     for number, sql in enumerate(MIGRATIONS, start=1):
         with db:  # COMMIT at the end of the block, ROLLBACK if it fails: all or nothing
-            # IMMEDIATE: one writer at a time; a second process waits, then skips what is done.
-            db.execute("BEGIN IMMEDIATE")
-            if version(db) < number:
+            db.execute("BEGIN IMMEDIATE")  # the write lock: one writer at a time, others wait
+            if version(db) < number:  # read again under the lock: another may have run it
                 db.execute(sql)
                 db.execute(f"PRAGMA user_version = {number}")  # in the same transaction
 
 
 def connect():
-    """A new connection to the database, brought up to date first."""
+    """A new connection to the database, brought up to date first if it is behind."""
     os.makedirs(os.path.dirname(app.config["DATABASE"]), exist_ok=True)
     db = sqlite3.connect(app.config["DATABASE"])
-    upgrade(db)
+    if version(db) < len(MIGRATIONS):  # a read, no lock: only a database behind waits to write
+        upgrade(db)
     return db
 
 

@@ -1,5 +1,6 @@
 """Tests for lesson 18's app: run them with `python -m pytest`."""
 import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -9,7 +10,11 @@ from migrations import MIGRATIONS
 
 @pytest.fixture
 def app(tmp_path):
-    """The app, its database a new file in pytest's temporary folder."""
+    """The app, its database a new file in pytest's temporary folder.
+
+    migrations.py makes one app, not a factory (lesson 15 has one), so each test
+    gives that app a new database file instead of building a new app.
+    """
     migrations.app.config.update(TESTING=True, DATABASE=str(tmp_path / "test.sqlite"))
     return migrations.app
 
@@ -42,6 +47,13 @@ def test_an_old_database_keeps_its_rows_and_gets_the_new_column(app, client):
     with sqlite3.connect(app.config["DATABASE"]) as db:
         assert db.execute("SELECT title, year FROM books").fetchall() == [("Notes", None)]
     db.close()
+
+
+def test_an_up_to_date_database_is_read_without_waiting_for_the_write_lock(app, client):
+    client.get("/")  # the database is at the latest version
+    with closing(sqlite3.connect(app.config["DATABASE"])) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # someone else holds the write lock
+        assert client.get("/").json["version"] == len(MIGRATIONS)  # served all the same
 
 
 def test_a_failing_migration_changes_nothing(app, client, monkeypatch):
