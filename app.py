@@ -2666,24 +2666,6 @@ def show_testing():
                            reuse=THROWAWAY_REUSE)
 
 
-def throwaway_demo():
-    """(exchanges, when built, seconds it took): built anew at most every THROWAWAY_REUSE s."""
-    # Each build costs about 0.3 s of CPU (measured, most of it the password hash of its
-    # sign-up), so a page anyone can reload must not build one per request: a class, or a
-    # script, reloading it would take the server's time from every other page.
-    with one_build_at_a_time():
-        kept = current_app.extensions.get("testing_demo")
-        if kept is None or time.monotonic() - kept[1] > THROWAWAY_REUSE:
-            started = time.perf_counter()
-            exchanges = in_a_throwaway_app(demo_requests)
-            kept = (exchanges, time.monotonic(), time.perf_counter() - started)
-            current_app.extensions["testing_demo"] = kept
-        return kept
-
-
-THROWAWAY_REUSE = 30  # seconds a built demo is shown again before the next build
-
-
 def in_a_throwaway_app(send):
     """`send(client)` for a test client of a new app in a temporary folder, then deleted."""
     with tempfile.TemporaryDirectory(prefix="flask-tour-testing-") as folder:
@@ -2707,6 +2689,24 @@ TESTING_SETTINGS = {
     "SERVER_NAME": None,
     "SESSION_COOKIE_PATH": None,
 }
+
+
+def throwaway_demo():
+    """(exchanges, when built, seconds it took): built anew at most every THROWAWAY_REUSE s."""
+    # Each build costs about 0.3 s of CPU (measured, most of it the password hash of its
+    # sign-up), so a page anyone can reload must not build one per request: a class, or a
+    # script, reloading it would take the server's time from every other page.
+    with one_build_at_a_time():
+        kept = current_app.extensions.get("testing_demo")
+        if kept is None or time.monotonic() - kept[1] > THROWAWAY_REUSE:
+            started = time.perf_counter()
+            exchanges = in_a_throwaway_app(demo_requests)
+            kept = (exchanges, time.monotonic(), time.perf_counter() - started)
+            current_app.extensions["testing_demo"] = kept
+        return kept
+
+
+THROWAWAY_REUSE = 30  # seconds a built demo is shown again before the next build
 
 
 @contextlib.contextmanager
