@@ -457,7 +457,7 @@ def show_config():
 EXAMPLE_SECRET = "change-me-to-a-long-random-string-of-64-hex-characters"
 SECRET_NAME = re.compile(
     r"SECRET|PASS|PWD|CREDENTIAL|PRIVATE|AUTH|SIGNATURE|APIKEY|(^|_)PIN(_|$)|_KEY$|_TOKEN$")
-SERVER_PATHS = {"DATABASE"}  # where files live on the server is no visitor's business
+SERVER_PATHS = {"DATABASE", "UPLOAD_FOLDER"}  # where files live on the server is no visitor's business
 
 
 def shown_value(key, value, source):
@@ -775,8 +775,12 @@ NOTES_SQL = "SELECT * FROM notes WHERE user_id = ? ORDER BY id DESC LIMIT 10"
 # call `add_migration` in order; SQLite's `PRAGMA user_version` keeps, in the file, the
 # number of the last one applied. The app's first connection applies the pending ones, each
 # in one transaction together with its new number: all of it or none of it. A new database
-# gets today's tables from `add_schema` and is marked as migrated. `flask db-status` shows
-# the versions and what is pending, `flask db-upgrade` applies it; `/migrations` lists them.
+# gets today's tables from `add_schema` and is marked as migrated, so a change is written
+# twice: in the table's `CREATE TABLE` (for new databases) and as a migration (for old ones).
+# Migrations run before the `CREATE TABLE` scripts: one that changes a table a section added
+# later (attachments, say) first creates it as it was then, with `CREATE TABLE IF NOT EXISTS`.
+# `flask db-status` shows the versions and what is pending, `flask db-upgrade` applies it;
+# `/migrations` lists them.
 # Uses `get_db`, `connect` and the `DATABASE` setting (section 9); its page extends
 # base.html (section 4).
 
@@ -898,7 +902,7 @@ def split_statements(sql):
 @contextlib.contextmanager
 def write_transaction(db):
     """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error, in autocommit mode meanwhile."""
-    db.isolation_level = None  # no implicit transaction: this one is explicit
+    previous, db.isolation_level = db.isolation_level, None  # no implicit transaction
     # IMMEDIATE takes the write lock at once: workers starting together queue here, and the
     # next one in sees the number the first one wrote.
     db.execute("BEGIN IMMEDIATE")
@@ -906,10 +910,13 @@ def write_transaction(db):
         yield
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")  # the version number with the rest: the next start tries again
+        # The version number with the rest: the next start tries again. (After a full disk or
+        # an I/O error SQLite may have rolled back already: then the error itself is raised.)
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     finally:
-        db.isolation_level = ""
+        db.isolation_level = previous
 
 
 def checked_version(db, migrations):
@@ -2801,7 +2808,7 @@ def csrf_token_in(response):
 # `DATABASE` setting (section 9), `User`, `Note` and `UsernameTaken` (section 10); its page
 # extends base.html (section 4).
 
-contexts_bp = Blueprint("contexts", __name__, cli_group=None)  # no group: `flask create-user`
+contexts_bp = Blueprint("contexts", __name__, template_folder="templates", cli_group=None)  # no group: `flask create-user`
 
 
 @contexts_bp.route("/contexts")
@@ -2991,7 +2998,9 @@ def preferences():
         path=request.script_root or "/",  # Path: sent with every page of this app, no other
         secure=current_app.config["SESSION_COOKIE_SECURE"],  # Secure: https only, when served so
         httponly=False,  # HttpOnly off: no secret in it, and app.js's button sets it too
-        samesite="Lax")  # SameSite: not sent with another site's posts (no cross-site tricks)
+        # SameSite: as the session's (Lax: not sent with another site's posts; None in a
+        # course page's frame, see FRAME_ANCESTORS, where Lax would never be sent).
+        samesite=current_app.config["SESSION_COOKIE_SAMESITE"])
     return response
 
 
@@ -3065,13 +3074,14 @@ def save_attachment(note, user, file):
     if file is None or not file.filename:
         abort(400, "Choose a file to attach (a form field named 'file', multipart/form-data).")
     limit = current_app.config["MAX_ATTACHMENT_BYTES"]
-    content = file.stream.read(limit + 1)  # never more than the limit in memory
+    content = file.stream.read(limit + 1)  # enough to know it is over the limit, no more
     if len(content) > limit:
         abort(413, f"An attachment may be at most {limit // 1024} KB.")
     extension = os.path.splitext(file.filename)[1].lower()  # only looked up, never a path
     content_type = checked_type(extension, content)
     # The shown name: `secure_filename` keeps letters, digits, '.', '_' and '-' ("../../x" → "x").
-    filename = (secure_filename(os.path.splitext(file.filename)[0])[:100] or "attachment") + extension
+    stem = secure_filename(os.path.splitext(file.filename)[0])[:100] or "attachment"
+    filename = stem + extension
     check_note_write(user)  # a rate limit per account; it begins the transaction below
     check_attachment_quota(user, len(content))
     stored_name = secrets.token_hex(16)  # the sender's name never becomes a path (STORED_NAME)
@@ -3105,8 +3115,8 @@ def checked_type(extension, content):
     if extension not in ATTACHMENT_TYPES:
         abort(415, f"Only these files can be attached: {allowed}.")
     content_type, signatures = ATTACHMENT_TYPES[extension]
-    if signatures is None and not is_plain_text(content) or (
-            signatures is not None and not content.startswith(signatures)):
+    matches = is_plain_text(content) if signatures is None else content.startswith(signatures)
+    if not matches:
         abort(415, f"The file's content is not what its name says ({extension}).")
     return content_type
 
@@ -3158,8 +3168,9 @@ STORED_NAME = re.compile(r"[0-9a-f]{32}")  # what `secrets.token_hex(16)` gives 
 
 
 def uploads_folder():
-    """instance/uploads, created on first use: outside static/, so nothing serves it unchecked."""
-    folder = os.path.join(current_app.instance_path, "uploads")
+    """UPLOAD_FOLDER (instance/uploads), made on first use: outside static/, so nothing serves it
+    unchecked."""
+    folder = current_app.config["UPLOAD_FOLDER"]
     os.makedirs(folder, exist_ok=True)
     return folder
 
@@ -3240,13 +3251,14 @@ END;
 """
 
 
-@uploads_bp.after_app_request
-def remove_deleted_files(response):
-    """After a successful write, delete the files whose attachments the database deleted."""
-    if request.method not in ("POST", "PUT", "PATCH", "DELETE") or response.status_code >= 400:
-        return response
+def remove_deleted_files(exception=None):
+    """At the end of a request or command that wrote, delete the files of deleted attachments."""
+    db = g.get("db")
+    # Only after committed work: a failure, or a transaction left open, is rolled back, rows
+    # and all. `total_changes` is 0 on a connection that wrote nothing: no query then.
+    if exception is not None or db is None or db.in_transaction or not db.total_changes:
+        return
     try:
-        db = get_db()
         for (name,) in db.execute("SELECT stored_name FROM attachment_files_to_remove").fetchall():
             # Only a name this section made: one from a crafted or restored database ("../x")
             # must not delete a file outside the uploads folder.
@@ -3257,7 +3269,6 @@ def remove_deleted_files(response):
         db.commit()
     except (sqlite3.Error, OSError) as error:  # the deletion itself succeeded: retried next time
         current_app.logger.warning("Attachment files not removed yet: %s", error)
-    return response
 
 
 def attachment_openapi_paths():
@@ -3295,9 +3306,17 @@ def attachment_openapi_paths():
 def set_up_uploads(state):
     """The upload limits and the attachments table, when the app registers this Blueprint."""
     config = state.app.config
-    config.setdefault("MAX_ATTACHMENT_BYTES", 512 * 1024)  # per file; under MAX_CONTENT_LENGTH
+    config.setdefault("MAX_ATTACHMENT_BYTES", 512 * 1024)  # per file
     config.setdefault("ATTACHMENT_BYTES_PER_USER", 20 * 1024 * 1024)  # per account, all notes
+    config.setdefault("UPLOAD_FOLDER", os.path.join(state.app.instance_path, "uploads"))
+    request_limit = config.get("MAX_CONTENT_LENGTH")
+    if request_limit and config["MAX_ATTACHMENT_BYTES"] >= request_limit:
+        # Else a file under our limit is refused by Flask's whole-request limit, with no word why.
+        raise RuntimeError(f"MAX_ATTACHMENT_BYTES ({config['MAX_ATTACHMENT_BYTES']}) must be under "
+                           f"MAX_CONTENT_LENGTH ({request_limit}), the whole request's limit.")
     add_schema(state.app, ATTACHMENTS_SCHEMA)
+    # After each request and each `flask` command (delete-user too), once its writes are in.
+    state.app.teardown_appcontext(remove_deleted_files)
     state.app.extensions.setdefault("openapi_paths", []).append(attachment_openapi_paths)
 
 
@@ -3856,7 +3875,8 @@ PACKAGE_NAME = "flask_tour"
 # What the package's pages read besides its modules: templates, static files, the lessons
 # the tour shows, and the settings /config may show.
 PACKAGE_DATA = ("templates", "static", "lessons", ".env.example")
-LEFT_BEHIND = shutil.ignore_patterns("__pycache__", ".pytest_cache", "instance", "*.pyc", "*.sqlite")
+LEFT_BEHIND = shutil.ignore_patterns("__pycache__", ".pytest_cache", "instance", "*.pyc", "*.sqlite",
+                                     ".env", ".venv")  # a learner's secrets and virtualenvs
 
 
 def package_modules(text):

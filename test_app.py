@@ -5996,7 +5996,7 @@ def test_contexts_page_shows_the_real_error_and_what_this_request_has(client, lo
     # The hooks in Flask's calling order: the app's before_request first, close_db last.
     hooks = re.sub(r"<[^>]+>", "", page.split('id="hooks"')[1])
     assert "before_request: start_request, then refuse_oversized_stream, then load_logged_in_user" in hooks
-    assert "teardown_appcontext: close_db" in hooks
+    assert "teardown_appcontext: remove_deleted_files, then close_db" in hooks  # the last added runs first
 
 
 def test_create_user_reads_the_password_unseen_and_the_user_can_log_in(runner, auth):
@@ -6025,11 +6025,14 @@ def test_create_user_refuses_what_the_register_form_refuses(app, runner, logged_
 
 def test_delete_user_asks_first_then_deletes_the_notes_too(app, runner, logged_in, client):
     client.post("/notes", data={"title": "mine", "csrf_token": logged_in.token("/notes")})
+    note_id, token = new_note(client)
+    attach(client, note_id, PNG, "mine.png", token)
     assert runner.invoke(args=["delete-user", "alice"], input="n\n").exit_code == 1
     assert count_rows(app, "users") == 1
     result = runner.invoke(args=["delete-user", "alice"], input="y\n")
-    assert "Deleted alice and their 1 notes." in result.output and result.exit_code == 0
+    assert "Deleted alice and their 2 notes." in result.output and result.exit_code == 0
     assert count_rows(app, "notes") == 0
+    assert uploads_of(app) == []  # the command's teardown removed the note's file too
     missing = runner.invoke(args=["delete-user", "alice", "--yes"])
     assert missing.exit_code == 1 and "There is no user called 'alice'." in missing.output
 
@@ -6308,7 +6311,7 @@ def test_a_new_database_and_init_db_are_at_the_latest_version(app, runner, clien
     assert client.get("/migrations").status_code == 200
     with app.app_context():
         assert tour.stored_version(tour.get_db()) == 2
-    runner.invoke(args=["init-db"])
+    assert runner.invoke(args=["init-db"]).exit_code == 0
     with app.app_context():
         assert tour.stored_version(tour.get_db()) == 2
 
@@ -6409,6 +6412,7 @@ def test_upload_attacks_are_refused_and_nothing_is_written_outside_the_uploads_f
         assert uploads_of(app) == before_uploads, attack  # nothing left behind
     assert "An attachment may be at most 512 KB." in attach(
         client, note_id, PNG + bytes(limit), "big.png", token).text  # the 413 page says why
+    assert "CSRF token is missing" in attach(client, note_id, PNG, "cat.png", None).text  # not another 400
     assert count_rows(app, "attachments") == 1
     assert files_outside_uploads(tmp_path) == before_instance
     assert work_tree() == before_tree
@@ -6527,6 +6531,21 @@ def test_only_files_the_section_named_are_removed_from_uploads(app, client, logg
     new_note(client)  # any successful write removes the files waiting to be removed
     assert outside.read_text() == "not an upload"
     assert count_rows(app, "attachment_files_to_remove") == 0
+
+
+def test_an_attachment_limit_over_the_request_limit_stops_the_app(tmp_path):
+    settings = {"TESTING": True, "SECRET_KEY": TEST_SECRET, "DATABASE": str(tmp_path / "t.sqlite"),
+                "MAX_CONTENT_LENGTH": 1024 * 1024, "MAX_ATTACHMENT_BYTES": 2 * 1024 * 1024}
+    with pytest.raises(RuntimeError, match=r"MAX_ATTACHMENT_BYTES \(2097152\) must be under"):
+        create_app(settings, instance_path=str(tmp_path / "i"))
+
+
+def test_the_text_size_cookie_is_sent_in_a_course_pages_frame_too(tmp_path):
+    client = framed_app(tmp_path, "https://course.example.org").test_client()
+    form = client.get("/preferences", base_url="https://localhost")
+    response = client.post("/preferences", base_url="https://localhost", headers={
+        "Origin": "https://localhost"}, data={"large_text": "on", "csrf_token": csrf_from(form)})
+    assert "SameSite=None" in response.headers["Set-Cookie"] and "Secure" in response.headers["Set-Cookie"]
 
 
 def test_the_text_size_cookie_is_set_with_its_flags_and_read_on_the_first_byte(app, client):
