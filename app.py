@@ -45,7 +45,7 @@ import time
 import tokenize
 import uuid
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -966,9 +966,9 @@ class User:
 
     id: int
     username: str
-    password_hash: str
+    password_hash: str = field(repr=False)  # never in a log line, a traceback or `flask shell`
     created_at: str
-    session_id: str  # random, new for every account and at every logout (section 11.1)
+    session_id: str = field(repr=False)  # random, new for every account and at every logout
     table = "users"
 
     @classmethod
@@ -2918,11 +2918,12 @@ def delete_user(username, yes):
     user = User.find(username)
     if user is None:
         raise click.ClickException(f"There is no user called {username!r}.")
-    notes = Note.count_for_user(user.id)
+    count = Note.count_for_user(user.id)
+    notes = f"{count} note" if count == 1 else f"{count} notes"
     if not yes:
-        click.confirm(f"Delete {user.username} and their {notes} notes?", abort=True)
+        click.confirm(f"Delete {user.username} and their {notes}?", abort=True)
     user.delete()
-    click.echo(f"Deleted {user.username} and their {notes} notes.")
+    click.echo(f"Deleted {user.username} and their {notes}.")
 
 
 @contexts_bp.record_once
@@ -3409,8 +3410,11 @@ def lesson_zip(folder):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in lesson_files(folder):
-            archive.writestr(f"{folder.name}/{path.relative_to(folder).as_posix()}",
-                             path.read_bytes())
+            entry = zipfile.ZipInfo(f"{folder.name}/{path.relative_to(folder).as_posix()}",
+                                    time.localtime(path.stat().st_mtime)[:6])
+            entry.external_attr = (stat.S_IFREG | 0o644) << 16  # unzips as a file anyone can read
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, path.read_bytes())
     buffer.seek(0)
     return buffer
 

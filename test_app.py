@@ -7045,6 +7045,8 @@ def test_every_lesson_downloads_and_runs_alone_in_an_empty_folder(reader, tmp_pa
             assert {name.split("/")[0] for name in names} == {folder.name}  # one folder
             assert not any("/teaching/" in name or "__pycache__" in name for name in names)
             assert f"{folder.name}/{topic['lesson']['modules'][0]}" in names
+            assert {entry.external_attr >> 16 for entry in archive.infolist()} == {
+                stat.S_IFREG | 0o644}  # each unzips as a plain file anyone can read
             archive.extractall(tmp_path / str(topic["number"]))
         archives[topic["number"]] = (tmp_path / str(topic["number"]) / folder.name,
                                      [Path(name).stem for name in topic["lesson"]["modules"]])

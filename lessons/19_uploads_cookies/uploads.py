@@ -56,4 +56,5 @@ def save_upload(file):
 @app.route("/files/<name>")
 def download(name):
     """Send one uploaded file back by the name we stored it under; any other name is a 404."""
-    return send_from_directory(app.config["UPLOAD_FOLDER"], name, as_attachment=True)
+    return send_from_directory(app.config["UPLOAD_FOLDER"], name, as_attachment=True,
+                               download_name=names.get(name, name))  # saved under its sent name
