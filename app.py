@@ -2667,19 +2667,17 @@ testing_bp = Blueprint("testing", __name__, template_folder="templates")
 @testing_bp.route("/testing")
 def show_testing():
     """Topic 15's demo: a throwaway app's answers to a few test-client requests."""
-    exchanges, built_at, seconds = throwaway_demo()
-    return render_template("testing.html", exchanges=exchanges, settings=TESTING_SETTINGS,
-                           elapsed_ms=seconds * 1000, age=round(time.monotonic() - built_at),
-                           reuse=THROWAWAY_REUSE)
+    demo = throwaway_demo()
+    return render_template("testing.html", exchanges=demo.exchanges, settings=TESTING_SETTINGS,
+                           elapsed_ms=demo.seconds * 1000,
+                           age=round(time.monotonic() - demo.built_at), reuse=THROWAWAY_REUSE)
 
 
 def in_a_throwaway_app(send):
     """`send(client)` for a test client of a new app in a temporary folder, then deleted."""
     with tempfile.TemporaryDirectory(prefix="flask-tour-testing-") as folder:
         app = create_app(testing_settings(folder), instance_path=os.path.join(folder, "instance"))
-        # A context of its own, as a test has: nothing of this request (its `g`, its
-        # session, who is logged in) is seen by the throwaway app.
-        return contextvars.Context().run(send, app.test_client())
+        return send(app.test_client())
 
 
 def testing_settings(folder):
@@ -2692,23 +2690,29 @@ def testing_settings(folder):
 TESTING_SETTINGS = {
     "TESTING": True,
     "ACCESS_LOG": False,  # its requests are not a visitor's: none in the server's access log
-    # The test client calls http://localhost/, whatever name and path the server has.
+    # create_app also reads the server's FLASK_* variables; the test client calls
+    # http://localhost/ and must get its cookies back, whatever address the server has.
     "SERVER_NAME": None,
+    "APPLICATION_ROOT": "/",
+    "PREFERRED_URL_SCHEME": "http",  # https: its forms refused as sent from another site
+    "TRUSTED_HOSTS": None,  # a list without localhost: every request refused
+    "SESSION_COOKIE_DOMAIN": None,  # another domain: the session cookie never comes back
     "SESSION_COOKIE_PATH": None,
 }
 
 
 def throwaway_demo():
-    """(exchanges, when built, seconds it took): built anew at most every THROWAWAY_REUSE s."""
+    """The app's ThrowawayDemo: built anew at most every THROWAWAY_REUSE seconds."""
     # Each build costs about 0.3 s of CPU (measured, most of it the password hash of its
     # sign-up), so a page anyone can reload must not build one per request: a class, or a
     # script, reloading it would take the server's time from every other page.
     with one_build_at_a_time():
         kept = current_app.extensions.get("testing_demo")
-        if kept is None or time.monotonic() - kept[1] > THROWAWAY_REUSE:
+        if kept is None or time.monotonic() - kept.built_at > THROWAWAY_REUSE:
             started = time.perf_counter()
             exchanges = in_a_throwaway_app(demo_requests)
-            kept = (exchanges, time.monotonic(), time.perf_counter() - started)
+            kept = ThrowawayDemo(exchanges, built_at=time.monotonic(),
+                                 seconds=time.perf_counter() - started)
             current_app.extensions["testing_demo"] = kept
         return kept
 
@@ -2716,19 +2720,33 @@ def throwaway_demo():
 THROWAWAY_REUSE = 30  # seconds a built demo is shown again before the next build
 
 
+@dataclass
+class ThrowawayDemo:
+    """What one throwaway app answered, when (time.monotonic()) and how long it took."""
+    exchanges: list
+    built_at: float
+    seconds: float
+
+
+@testing_bp.record_once
+def set_up_throwaway_lock(state):
+    """The app's lock: one throwaway app built at a time, a class reloading together waits."""
+    state.app.extensions["testing_demo_lock"] = threading.Lock()
+
+
 @contextlib.contextmanager
 def one_build_at_a_time():
-    """Wait for any other throwaway app of this process to be done; a 503 past THROWAWAY_WAIT."""
-    if not THROWAWAY_APP_LOCK.acquire(timeout=THROWAWAY_WAIT):
+    """Wait for any other throwaway app of this app to be done; a 503 past THROWAWAY_WAIT."""
+    lock = current_app.extensions["testing_demo_lock"]
+    if not lock.acquire(timeout=THROWAWAY_WAIT):
         raise ServiceUnavailable("The testing demo is busy. Please try again in a moment.",
                                  retry_after=2)
     try:
         yield
     finally:
-        THROWAWAY_APP_LOCK.release()
+        lock.release()
 
 
-THROWAWAY_APP_LOCK = threading.Lock()
 THROWAWAY_WAIT = 5  # seconds a visitor waits for a build under way, then a 503
 
 

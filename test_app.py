@@ -71,10 +71,6 @@ CHEAT_SHEET_TOPICS = [topic["number"] for topic in TOPICS if topic["cheat_sheet"
 TOPIC_BY_NUMBER = {topic["number"]: topic for topic in TOPICS}
 LESSON_BY_NUMBER = dict(zip(TOPIC_NUMBERS, LESSONS))
 
-TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
-
-JWT_TEST_KEY = "jwt-test-key-that-is-long-enough-0123456789abcd"
-
 PASSWORD = "correct horse battery"
 
 
@@ -102,6 +98,17 @@ class CompiledTemplates(jinja2.BytecodeCache):
 
 
 COMPILED_TEMPLATES = CompiledTemplates()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def templates_compiled_once():
+    """Every app the tests build, theirs or the fixtures', shares COMPILED_TEMPLATES: Flask
+    passes `jinja_options` to each app's Jinja environment. A speed-up for this suite's
+    hundreds of apps, kept out of the fixtures that topic 15 shows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flask.Flask, "jinja_options",
+                      {**flask.Flask.jinja_options, "bytecode_cache": COMPILED_TEMPLATES})
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -164,18 +171,20 @@ def tmp_path(request, tmp_path_factory):
 
 # region fixtures: the app, client and runner that the tests below ask for by name. Topic 15's
 # page shows these lines, read from this file: they are the topic's code, kept in one place.
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"  # tests only: never deployed
+JWT_TEST_KEY = "jwt-test-key-that-is-long-enough-0123456789abcd"
+
+
 @pytest.fixture
 def app(tmp_path):
     """An app on a temporary database and instance folder."""
-    app = create_app({
+    return create_app({
         "TESTING": True,
         "SECRET_KEY": TEST_SECRET,
         "JWT_SECRET_KEY": JWT_TEST_KEY,
         "DATABASE": str(tmp_path / "test.sqlite"),
         "ACCESS_LOG": True,  # whatever FLASK_ACCESS_LOG the shell has
     }, instance_path=str(tmp_path / "instance"))
-    app.jinja_env.bytecode_cache = COMPILED_TEMPLATES
-    return app
 
 
 @pytest.fixture
@@ -5616,15 +5625,43 @@ TESTING_DEMO = [("GET /welcome/Ada", "200 OK"), ("GET /api/hello", "200 OK"),
                 ("GET /notes", "200 OK")]
 
 
-def test_the_testing_demo_shows_each_request_and_its_real_status(client):
-    page = client.get("/testing").get_data(as_text=True)
+def demo_shown(response):
+    """(request, status) of each exchange /testing shows, and its text."""
+    page = response.get_data(as_text=True)
     shown = re.findall(r"<code>([A-Z]+ /[^<]*)</code> &rarr;\s*<span[^>]*>([^<]+)</span>", page)
-    html = unescape(page)
+    return shown, unescape(page)
+
+
+def test_the_testing_demo_shows_each_request_and_its_real_status(clean_environment, client):
+    shown, html = demo_shown(client.get("/testing"))
     assert shown == TESTING_DEMO
     assert "Location: /notes" in html and "Welcome, ada!" in html  # signed up, then signed in
     assert "The form's CSRF token is missing" in html  # the refusal's own words
     assert "application/problem+json" in html and "session=…; HttpOnly" in html
     assert not re.search(r"session=[^…]", html)  # no cookie value is shown
+
+
+# A server's own address and cookie settings, which create_app reads for the throwaway app too.
+SERVER_ENVIRONMENT = {"FLASK_PREFERRED_URL_SCHEME": "https", "FLASK_SERVER_NAME": "example.org",
+                      "FLASK_APPLICATION_ROOT": "/tour", "FLASK_TRUSTED_HOSTS": '["example.org"]',
+                      "FLASK_SESSION_COOKIE_DOMAIN": "example.org",
+                      "FLASK_SESSION_COOKIE_PATH": "/tour", "FLASK_SESSION_COOKIE_SECURE": "true",
+                      "FLASK_FRAME_ANCESTORS": "https://course.example.org"}
+
+
+def test_the_testing_demo_works_whatever_address_the_server_has(
+        clean_environment, client, monkeypatch):
+    built = []
+    monkeypatch.setattr(tour, "create_app", lambda config, **kwargs: built.append(
+        create_app(config, **kwargs)) or built[-1])
+    for name, value in SERVER_ENVIRONMENT.items():  # set after this test's own app is built
+        clean_environment.setenv(name, value)
+    shown, html = demo_shown(client.get("/testing"))
+    assert shown == TESTING_DEMO
+    assert "Location: /notes" in html and "Welcome, ada!" in html
+    [throwaway] = built
+    assert throwaway.config["SESSION_COOKIE_SECURE"] is True  # the variables did reach it
+    assert throwaway.config["FRAME_ANCESTORS"] == "https://course.example.org"
 
 
 def test_the_testing_demo_sees_nothing_of_the_visitor_and_leaves_no_file(
@@ -5636,8 +5673,10 @@ def test_the_testing_demo_sees_nothing_of_the_visitor_and_leaves_no_file(
     monkeypatch.setattr(tour, "create_app", lambda config, **kwargs: built.append(config) or
                         create_app(config, **kwargs))
     html = logged_in.client.get("/testing").get_data(as_text=True)
-    requests = re.search(r'<ol class="exchanges">.*?</ol>', html, re.S).group()
+    page, requests = re.search(r'(.*)(<ol class="exchanges">.*?</ol>)', html, re.S).groups()
     assert "Welcome, ada!" in requests and "alice" not in requests  # alice's page, ada's requests
+    # Rendered after them: the throwaway app's requests left this one's `g.user` in place.
+    assert "Signed in as <strong>alice</strong>" in page
     [settings] = built
     assert settings["DATABASE"].startswith(str(scratch)) and settings["TESTING"] is True
     assert settings["SECRET_KEY"] != app.config["SECRET_KEY"]
@@ -5645,16 +5684,19 @@ def test_the_testing_demo_sees_nothing_of_the_visitor_and_leaves_no_file(
     assert count_rows(app, "users") == 1  # alice only: ada lived in the throwaway app
 
 
-def test_the_testing_demo_builds_one_app_at_a_time(client, monkeypatch):
+def test_the_testing_demo_builds_one_app_at_a_time(app, client, monkeypatch, reader):
     monkeypatch.setattr(tour, "THROWAWAY_WAIT", 0)
-    with tour.THROWAWAY_APP_LOCK:  # another visitor's app is being built
+    lock = app.extensions["testing_demo_lock"]
+    with lock:  # another visitor's app is being built
         response = client.get("/testing")
     assert response.status_code == 503 and response.headers["Retry-After"] == "2"
     assert b"The testing demo is busy" in response.data
     assert client.get("/testing").status_code == 200  # and free again after
+    assert reader.application.extensions["testing_demo_lock"] is not lock  # one lock per app
 
 
-def test_the_testing_demo_is_built_at_most_once_per_reuse_period(client, monkeypatch):
+def test_the_testing_demo_is_built_at_most_once_per_reuse_period(
+        clean_environment, client, monkeypatch):
     built = []
     monkeypatch.setattr(tour, "create_app", lambda config, **kwargs: built.append(config) or
                         create_app(config, **kwargs))
