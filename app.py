@@ -72,7 +72,7 @@ from flask.views import MethodView
 from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup, escape
 from werkzeug.exceptions import (BadHost, Forbidden, HTTPException, MethodNotAllowed,
-                                 ServiceUnavailable, TooManyRequests)
+                                 SecurityError, ServiceUnavailable, TooManyRequests)
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BuildError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -2469,8 +2469,9 @@ def handle_unexpected_error(error):
 
 def render_error(status, detail, headers=None):
     """The error response: problem+json or the custom error page."""
-    # A malformed Host header leaves Flask no URL to build the page's links with.
-    if wants_json() or isinstance(request.routing_exception, BadHost):
+    # A malformed Host header, or one TRUSTED_HOSTS does not list, leaves Flask no URL to
+    # build the page's links with.
+    if wants_json() or isinstance(request.routing_exception, (BadHost, SecurityError)):
         return problem(status, detail, headers)
     page = render_template("error.html", status=status, detail=detail,
                            title=HTTP_ERROR_TITLES.get(status, "Error"))

@@ -5044,6 +5044,14 @@ def test_a_malformed_host_is_a_400_not_a_500(tmp_path, header):
     assert response.status_code == 400 and response.mimetype == "application/problem+json"
 
 
+def test_a_host_trusted_hosts_does_not_list_is_a_400_not_a_500(tmp_path):
+    app = create_app({"SECRET_KEY": TEST_SECRET, "DATABASE": str(tmp_path / "t.sqlite"),
+                      "TRUSTED_HOSTS": ["tour.example.org"]}, instance_path=str(tmp_path / "i"))
+    refused = app.test_client().get("/", headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and refused.json["detail"] == "Host 'evil.example' is not trusted."
+    assert app.test_client().get("/", headers={"Host": "tour.example.org"}).status_code == 200
+
+
 def behind_proxy_at(prefix, wsgi_app):
     """What nginx does for a sub-path: strip `prefix` and announce it in X-Forwarded-Prefix."""
     def proxy(environ, start_response):
