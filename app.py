@@ -3326,14 +3326,15 @@ def attachment_openapi_paths():
 def set_up_uploads(state):
     """The upload limits and the attachments table, when the app registers this Blueprint."""
     config = state.app.config
-    config.setdefault("MAX_ATTACHMENT_BYTES", 512 * 1024)  # per file
-    config.setdefault("ATTACHMENT_BYTES_PER_USER", 20 * 1024 * 1024)  # per account, all notes
-    config.setdefault("UPLOAD_FOLDER", os.path.join(state.app.instance_path, "uploads"))
-    request_limit = config.get("MAX_CONTENT_LENGTH")
-    if request_limit and config["MAX_ATTACHMENT_BYTES"] >= request_limit:
-        # Else a file under our limit is refused by Flask's whole-request limit, with no word why.
+    # A file must fit in the whole request's limit, with the rest of the form: else Flask's
+    # MAX_CONTENT_LENGTH refuses a file under ours, with no word why.
+    request_limit = config.get("MAX_CONTENT_LENGTH") or math.inf
+    if config.get("MAX_ATTACHMENT_BYTES", 0) >= request_limit:
         raise RuntimeError(f"MAX_ATTACHMENT_BYTES ({config['MAX_ATTACHMENT_BYTES']}) must be under "
                            f"MAX_CONTENT_LENGTH ({request_limit}), the whole request's limit.")
+    config.setdefault("MAX_ATTACHMENT_BYTES", min(512 * 1024, request_limit // 2))  # per file
+    config.setdefault("ATTACHMENT_BYTES_PER_USER", 20 * 1024 * 1024)  # per account, all notes
+    config.setdefault("UPLOAD_FOLDER", os.path.join(state.app.instance_path, "uploads"))
     add_schema(state.app, ATTACHMENTS_SCHEMA)
     # After each request and each `flask` command (delete-user too), once its writes are in.
     state.app.teardown_appcontext(remove_deleted_files)
