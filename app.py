@@ -3550,6 +3550,15 @@ def section_file(number):
 
 
 @tour_bp.app_template_global()
+def topic_of_this_demo():
+    """The first topic whose demos include this page, for base.html's link back; else None."""
+    if request.blueprint == "tour":  # the tour's own pages have their own navigation
+        return None
+    return next((topic for topic in load_topics()
+                 if any(endpoint == request.endpoint for _, endpoint, _ in topic["demos"])), None)
+
+
+@tour_bp.app_template_global()
 def demo_links(topic):
     """(label, URL) for each of the topic's demos that this app has registered."""
     return [(label, url_for(endpoint, **arguments))

@@ -1692,6 +1692,24 @@ def test_routes_credits_a_converter_only_for_a_rule_with_an_argument(client, end
     assert ("this rule has no variable part" in html) == (not converted)
 
 
+def test_each_demo_page_links_back_to_its_topic(reader):
+    checked, shown = set(), set()
+    for topic in TOPICS:
+        for _, endpoint, arguments in topic["demos"]:
+            if endpoint.startswith("tour.") or endpoint in checked:
+                continue  # the tour's pages have their own navigation; the first topic wins
+            checked.add(endpoint)
+            with reader.application.test_request_context():
+                url = tour.url_for(endpoint, **arguments)
+            response = reader.get(url)
+            if response.status_code == 302 or response.mimetype != "text/html":
+                continue  # to the login page (topic 5's demo), or JSON
+            assert f'<a href="/topics/{topic["number"]}"><span aria-hidden="true">&larr;</span> ' \
+                   'A demo of topic' in response.get_data(as_text=True), url
+            shown.add(endpoint)
+    assert len(shown) >= 15  # pages of 15 endpoints, from /hooks to /migrations
+
+
 def test_tour_demo_labels_show_code_not_backticks(reader):
     html = reader.get("/").get_data(as_text=True)
     labels = re.findall(r'<ul class="demos">(.*?)</ul>', html, re.S)
