@@ -369,15 +369,15 @@ def validate(data, fields, partial=False):
     """Check `data` against `fields`; return (clean values, {field: message})."""
     errors = {name: "Unknown field." for name in data if name not in fields}
     values = {}
-    for name, field in fields.items():
+    for name, rule in fields.items():
         if name not in data:
-            if not partial and field.min_length:
+            if not partial and rule.min_length:
                 errors[name] = "This field is required."
             continue
         # Checked as sent, never stripped: forms, API and OpenAPI schema judge the same string
         # (and str.strip() removes more than spaces: U+3000, U+0085, \x1c-\x1f).
         value = data[name]
-        message = field.check(value)
+        message = rule.check(value)
         if message:
             errors[name] = message
         values[name] = value
@@ -386,9 +386,9 @@ def validate(data, fields, partial=False):
 
 def field_schemas(fields):
     """JSON Schema properties for `fields`, so the OpenAPI document matches `validate`."""
-    return {name: {"type": "string", "minLength": field.min_length, "maxLength": field.max_length,
-                   **({"pattern": f"^{field.pattern}$"} if field.pattern else {})}
-            for name, field in fields.items()}
+    return {name: {"type": "string", "minLength": rule.min_length, "maxLength": rule.max_length,
+                   **({"pattern": f"^{rule.pattern}$"} if rule.pattern else {})}
+            for name, rule in fields.items()}
 
 
 # ---------------------------------------------------------------------------

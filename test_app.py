@@ -700,9 +700,9 @@ def stored_notes(database):
 def gunicorn_workers(server):
     """The pids of the gunicorn master's worker processes."""
     pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for process_stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = process_stat.read_text().rpartition(")")[2].split()
             if int(fields[1]) == server.proc.pid:  # fields: state, ppid, …
                 pids.add(int(stat.parent.name))
     return pids
