@@ -704,7 +704,7 @@ def gunicorn_workers(server):
         with contextlib.suppress(OSError):
             fields = process_stat.read_text().rpartition(")")[2].split()
             if int(fields[1]) == server.proc.pid:  # fields: state, ppid, …
-                pids.add(int(stat.parent.name))
+                pids.add(int(process_stat.parent.name))
     return pids
 
 
