@@ -541,7 +541,8 @@ def key_bytes(key):
 # The app creates the database file only where none was ever made: not when a record of
 # it (`.NAME.created`, written beside it), or its -wal or -shm, is there, nor in a process
 # that has opened it already. A lost database is a 503 that says so, never an empty one.
-# `database_problem` says, in a sentence naming the file, why the database takes no write.
+# `database_problem` says, in a sentence naming the file, why the database takes no write;
+# `database_errors_explained` says it for a `flask` command, in one line, not a traceback.
 # `/database` shows the rows of your notes and the SQL that read them, when the app also
 # has the models and the login.
 # Uses nothing from other sections; its page extends base.html (section 4).
@@ -730,6 +731,19 @@ def init_db_command():
     click.echo(f"Initialized the database at {current_app.config['DATABASE']}.")
 
 
+def database_errors_explained(command):
+    """A command's database failure as one line saying why and exit status 1, not a traceback."""
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except sqlite3.Error as error:  # missing, read-only, locked, a failing migration …
+            problem = database_problem(current_app.config["DATABASE"])  # as the 503 page
+            raise click.ClickException(problem[:1].upper() + problem[1:] if problem
+                                       else str(error)) from None
+    return wrapped
+
+
 def init_database(app):
     """Set the database's path, close connections at teardown, add `flask init-db`."""
     configured = app.config.get("DATABASE")
@@ -781,8 +795,8 @@ NOTES_SQL = "SELECT * FROM notes WHERE user_id = ? ORDER BY id DESC LIMIT 10"
 # later (attachments, say) first creates it as it was then, with `CREATE TABLE IF NOT EXISTS`.
 # `flask db-status` shows the versions and what is pending, `flask db-upgrade` applies it;
 # `/migrations` lists them.
-# Uses `get_db`, `connect` and the `DATABASE` setting (section 9); its page extends
-# base.html (section 4).
+# Uses `get_db`, `connect`, `database_errors_explained` and the `DATABASE` setting (section
+# 9); its page extends base.html (section 4).
 
 # cli_group=None: its commands are `flask db-upgrade`, not `flask migrations db-upgrade`.
 migrations_bp = Blueprint("migrations", __name__, template_folder="templates", cli_group=None)
@@ -822,15 +836,13 @@ def apply_pending(db):
 
 
 @migrations_bp.cli.command("db-upgrade")
+@database_errors_explained  # a database newer than the code, a failing migration …
 def db_upgrade_command():
     """Apply the pending migrations, each in one transaction."""
     path = current_app.config["DATABASE"]
-    try:
-        with contextlib.closing(connect(path)) as db:
-            applied = apply_pending(db)
-        get_db()  # and the tables added since, as the app's first connection would
-    except sqlite3.Error as error:  # a database newer than the code, a failing migration …
-        raise click.ClickException(str(error)) from error
+    with contextlib.closing(connect(path)) as db:
+        applied = apply_pending(db)
+    get_db()  # and the tables added since, as the app's first connection would
     for migration in applied:
         click.echo(f"Applied {migration.number}: {migration.name}")
     click.echo(f"The database {path} is at version {len(current_app.extensions.get('migrations', []))}"
@@ -838,18 +850,15 @@ def db_upgrade_command():
 
 
 @migrations_bp.cli.command("db-status")
+@database_errors_explained
 def db_status_command():
     """Show the database's version, the code's latest, and the pending migrations."""
     path = current_app.config["DATABASE"]
     migrations = current_app.extensions.get("migrations", [])
-    try:
-        with contextlib.closing(connect(path)) as db:
-            version = stored_version(db)
-    except sqlite3.Error as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"Database: {path}\nCurrent version: {version}\nLatest version: {len(migrations)}")
-    if version > len(migrations):
-        raise click.ClickException(too_new(path, version, len(migrations)))
+    with contextlib.closing(connect(path)) as db:
+        version = stored_version(db)
+        click.echo(f"Database: {path}\nCurrent version: {version}\nLatest version: {len(migrations)}")
+        checked_version(db, migrations)  # newer than the code, or no version of ours: why, not a list
     for migration in migrations[version:]:
         click.echo(f"Pending {migration.number}: {migration.name}")
 
@@ -925,19 +934,15 @@ def checked_version(db, migrations):
     # Older code writing to it would break what the newer migrations made. An
     # OperationalError, as for a missing file: a page says 503 (section 13), not 500.
     if version > len(migrations):
-        raise sqlite3.OperationalError(too_new(current_app.config.get("DATABASE"), version,
-                                               len(migrations)))
+        raise sqlite3.OperationalError(
+            f"the database {current_app.config.get('DATABASE')} is at migration {version}, newer "
+            f"than this code's last ({len(migrations)}): run the newer code, or restore a backup "
+            "made by this version")
     if version < 0:  # no version this app writes: a file edited by hand, or another program's
         raise sqlite3.OperationalError(
             f"the database {current_app.config.get('DATABASE')} has user_version {version}, "
             "which no version of this app writes: restore a backup")
     return version
-
-
-def too_new(path, version, latest):
-    """Why the app refuses a database newer than its code, and what to do."""
-    return (f"the database {path} is at migration {version}, newer than this code's last "
-            f"({latest}): run the newer code, or restore a backup made by this version")
 
 
 def stored_version(db):
@@ -2823,11 +2828,12 @@ def csrf_token_in(response):
 # around the view. The Blueprint's commands join `flask` itself: `flask create-user NAME`
 # asks for the password without showing it and checks both by the register form's rules;
 # `flask delete-user NAME`. `flask shell` gets `User`, `Note` and `get_db` (`shell_names`).
-# Uses `validate` and `USER_FIELDS` (section 7), `get_db`, `database_problem` and the
-# `DATABASE` setting (section 9), `User`, `Note` and `UsernameTaken` (section 10); its page
-# extends base.html (section 4).
+# Uses `validate` and `USER_FIELDS` (section 7), `get_db` and `database_errors_explained`
+# (section 9), `User`, `Note` and `UsernameTaken` (section 10); its page extends base.html
+# (section 4).
 
-contexts_bp = Blueprint("contexts", __name__, template_folder="templates", cli_group=None)  # no group: `flask create-user`
+# cli_group=None: its commands are `flask create-user`, not `flask contexts create-user`.
+contexts_bp = Blueprint("contexts", __name__, template_folder="templates", cli_group=None)
 
 
 @contexts_bp.route("/contexts")
@@ -2887,18 +2893,6 @@ def hook_names(hooks, scopes, last_first=False):
     return names
 
 
-def database_errors_explained(command):
-    """A command's database failure as one line saying why and exit status 1, not a traceback."""
-    @functools.wraps(command)
-    def wrapped(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except sqlite3.OperationalError as error:  # missing, read-only, locked: as the 503 page
-            reason = str(database_problem(current_app.config["DATABASE"]) or error)
-            raise click.ClickException(reason[:1].upper() + reason[1:]) from None
-    return wrapped
-
-
 @contexts_bp.cli.command("create-user")  # a Blueprint's cli commands run in an app context
 @click.argument("username")
 @database_errors_explained
@@ -2920,11 +2914,12 @@ def create_user(username):
     click.echo(f"Created the user {user.username} (id {user.id}): they can log in now.")
 
 
-def checked(field, value):
-    """`value` if the register form's rule for `field` accepts it, else a click error saying why."""
-    _, errors = validate({field: value}, USER_FIELDS, partial=True)
+def checked(name, value):
+    """`value` if the register form's rule for the field `name` accepts it, else a click error
+    saying why."""
+    _, errors = validate({name: value}, USER_FIELDS, partial=True)
     if errors:
-        raise click.BadParameter(errors[field], param_hint=field)
+        raise click.BadParameter(errors[name], param_hint=name)
     return value
 
 
