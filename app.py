@@ -2966,8 +2966,8 @@ def shell_names():
 # page large from its first byte, with no JavaScript.
 # Uses `get_db` and `add_schema` (section 9), `Note` and `SQLITE_MAX_INTEGER` (section 10),
 # `login_required`, `check_note_write` and `safe_next_path` (section 11.1), `token_required`
-# (section 11.2), `operation` (section 6), the edit page `forms.edit_note` (section 5), whose
-# template includes ours; its pages extend base.html (section 4).
+# (section 11.2), `operation` and `NoteAPI` (section 6), the edit page `forms.edit_note`
+# (section 5), whose template includes ours; its pages extend base.html (section 4).
 
 uploads_bp = Blueprint("uploads", __name__, template_folder="templates")
 
@@ -3059,11 +3059,11 @@ class AttachmentListAPI(MethodView):
     decorators = [token_required]
 
     def get(self, note_id):
-        note = Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
+        note = NoteAPI.own_note(note_id)  # the caller's, or the API's 404
         return {"items": [found.to_json() for found in Attachment.for_note(note.id)]}
 
     def post(self, note_id):
-        note = Note.get_for_user(note_id, g.api_user.id) or abort(404, "No such note.")
+        note = NoteAPI.own_note(note_id)  # the caller's, or the API's 404
         saved = save_attachment(note, g.api_user, request.files.get("file"))
         return saved.to_json(), 201, {"Location": url_for(
             "uploads.attachment_api", note_id=note.id, attachment_id=saved.id)}
